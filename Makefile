@@ -1,0 +1,57 @@
+# fmnist: `make run` trains and evaluates the default model; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+RUN    ?= runs/default
+# Debian packages: the dataset (when missing) and, for the report's browser test, Chromium.
+APT_DATA    = dataset-fashion-mnist
+APT_BROWSER = chromium
+
+.PHONY: run test install data system-deps lint format bench clean
+
+$(BIN)/fmnist: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(BIN)/fmnist
+
+# The dataset: already found somewhere (see `fmnist data`)? Else Debian's package when we
+# are root with apt; else `fmnist data` downloads it from the official mirrors.
+data: install
+	@$(BIN)/python -c "import fmnist.data as d; d.locate(download_missing=False)" 2>/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && { apt-get update -qq && apt-get install -y -qq $(APT_DATA); } || true; }
+	$(BIN)/fmnist data
+
+run: data
+	$(BIN)/fmnist train --out $(RUN)
+	@echo "results: $(RUN)/ (open $(RUN)/report.html)"
+
+# What the tests need beyond Python packages: the real dataset and a headless browser.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  [ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing $(APT_DATA)"; \
+	  command -v chromium >/dev/null || missing="$$missing $(APT_BROWSER)"; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi; \
+	fi
+
+test: install system-deps
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+format: install
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/train_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

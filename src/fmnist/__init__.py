@@ -1,0 +1,52 @@
+"""fmnist: train, evaluate, explain and serve a Fashion-MNIST clothing classifier.
+
+    import fmnist
+    (x_train, y_train), (x_test, y_test) = fmnist.load_data()
+    model = fmnist.compile_model(fmnist.build_model())
+    fmnist.fit(model, x_train, y_train, epochs=5)
+    fmnist.evaluate(model, x_test, y_test)
+
+Names that need Keras/JAX are imported on first use, so ``import fmnist`` (and
+``fmnist --help``) stays fast.
+"""
+
+from importlib import import_module
+
+from fmnist.data import CLASS_NAMES, load_data
+from fmnist.errors import DatasetError, FmnistError, ImageError, ModelError, RunError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "fit": "fmnist.engine",
+    "evaluate": "fmnist.engine",
+    "predict_proba": "fmnist.engine",
+    "ModelSpec": "fmnist.models",
+    "build_model": "fmnist.models",
+    "compile_model": "fmnist.models",
+    "TrainConfig": "fmnist.train",
+    "train": "fmnist.train",
+    "load_model": "fmnist.runs",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fmnist' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [
+    "CLASS_NAMES",
+    "DatasetError",
+    "FmnistError",
+    "ImageError",
+    "ModelError",
+    "RunError",
+    "load_data",
+    *_LAZY,
+]

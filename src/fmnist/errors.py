@@ -1,0 +1,24 @@
+"""The one exception family. The CLI prints ``str(error)`` as one line and exits 2.
+
+Every message says what is wrong, where, and what to do about it.
+"""
+
+
+class FmnistError(Exception):
+    """Base class of every error fmnist raises on purpose."""
+
+
+class DatasetError(FmnistError):
+    """The dataset files are missing, unreadable, malformed or fail verification."""
+
+
+class ModelError(FmnistError):
+    """A model cannot be built, trained or loaded as asked (wrong shapes, not compiled, …)."""
+
+
+class RunError(FmnistError):
+    """A run directory or model file is missing or incomplete."""
+
+
+class ImageError(FmnistError):
+    """An image file cannot be read or turned into a 28×28 input."""

@@ -1,0 +1,105 @@
+"""Model builders: a small spec in, an uncompiled ``keras.Model`` out.
+
+The seed model is the tutorial's: Flatten → Dense(128, relu) → Dense(10, softmax), with
+``x / 255`` done by a ``Rescaling(1/255)`` layer at the input, so a saved model takes raw
+0–255 pixels and nothing downstream can forget to normalise. ``normalize=False`` leaves
+that layer out (the tutorial's "what if you don't normalise?").
+
+The spec is plain data (it round-trips through ``config.json``); ``flatten=False`` and
+``output_units=5`` exist to reproduce the tutorial's two mistakes, which ``engine.fit``
+explains before training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fmnist._backend import keras
+from fmnist.data import IMAGE_SHAPE, NUM_CLASSES
+from fmnist.errors import ModelError
+
+ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "linear")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build. Defaults are the tutorial's seed model."""
+
+    arch: Literal["mlp", "cnn"] = "mlp"  # mlp: Dense layers on the flat image; cnn: conv blocks, then Dense
+    hidden: tuple[int, ...] = (128,)  # widths of the hidden Dense layers, in order
+    activation: str = "relu"  # activation of every hidden layer
+    normalize: bool = True  # start with Rescaling(1/255), so the model takes raw 0–255 pixels
+    dropout: float = 0.0  # dropout rate after each hidden layer (0 = none, as in the tutorial)
+    conv_filters: tuple[int, ...] = (32, 64)  # cnn only: filters of each 3×3 conv block (conv, BN, relu, pool)
+    flatten: bool = True  # False reproduces the tutorial's missing-Flatten mistake
+    output_units: int = NUM_CLASSES  # != 10 reproduces the tutorial's wrong-output-width mistake
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
+        if self.arch not in ("mlp", "cnn"):
+            raise ModelError(f"unknown architecture {self.arch!r}: use 'mlp' or 'cnn'.")
+        if any(h < 1 for h in self.hidden):
+            raise ModelError(f"hidden layer widths must be positive, got {list(self.hidden)}.")
+        if self.activation not in ACTIVATIONS:
+            raise ModelError(f"unknown activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ModelError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.output_units < 1:
+            raise ModelError(f"output_units must be positive, got {self.output_units}.")
+
+    def describe(self) -> str:
+        """A short human name, e.g. 'mlp 128' or 'cnn 32-64 / 128'."""
+        widths = "-".join(map(str, self.hidden)) or "none"
+        body = f"cnn {'-'.join(map(str, self.conv_filters))} / {widths}" if self.arch == "cnn" else f"mlp {widths}"
+        extras = [e for e, on in (("raw pixels", not self.normalize), (f"dropout {self.dropout}", self.dropout)) if on]
+        return body + (f" ({', '.join(extras)})" if extras else "")
+
+
+def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist") -> keras.Model:  # noqa: B008 (frozen)
+    """An uncompiled Keras model for raw (28, 28) images with values 0–255."""
+    layers: list = [keras.Input(IMAGE_SHAPE, name="pixels")]
+    if spec.normalize:
+        layers.append(keras.layers.Rescaling(1.0 / 255, name="normalize"))
+    if spec.arch == "cnn":
+        layers.append(keras.layers.Reshape((*IMAGE_SHAPE, 1)))
+        for i, filters in enumerate(spec.conv_filters):
+            layers += [
+                keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}"),
+                keras.layers.BatchNormalization(name=f"bn{i}"),
+                keras.layers.Activation("relu"),
+                keras.layers.MaxPooling2D(2),
+            ]
+    if spec.flatten:
+        layers.append(keras.layers.Flatten(name="flatten"))
+    for i, width in enumerate(spec.hidden):
+        layers.append(keras.layers.Dense(width, activation=spec.activation, name=f"hidden{i}"))
+        if spec.dropout:
+            layers.append(keras.layers.Dropout(spec.dropout))
+    layers.append(keras.layers.Dense(spec.output_units, activation="softmax", name="probabilities"))
+    return keras.Sequential(layers, name=name)
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+
+
+def compile_model(model: keras.Model, optimizer: str = "adam", learning_rate: float | None = None) -> keras.Model:
+    """Compile as the tutorial does; ``learning_rate=None`` keeps the optimizer's default."""
+    if optimizer not in OPTIMIZERS:
+        raise ModelError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}.")
+    opt = keras.optimizers.get(optimizer)
+    if learning_rate is not None:
+        opt.learning_rate = learning_rate
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def spec_from_dict(d: dict) -> ModelSpec:
+    """Inverse of ``dataclasses.asdict`` for a spec read from JSON."""
+    known = {f for f in ModelSpec.__dataclass_fields__}
+    unknown = set(d) - known
+    if unknown:
+        raise ModelError(f"unknown model spec fields {sorted(unknown)}; known: {sorted(known)}.")
+    return ModelSpec(**d)
+

@@ -7,18 +7,21 @@ real data must be present (a missing dataset fails instead of skipping).
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# fmnist's array cache lives in a temporary folder for the whole session, never in ~/.cache.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="fmnist-test-cache-")
+os.environ["FMNIST_CACHE_DIR"] = _SESSION_CACHE
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Each test gets fmnist's array cache in a shared temporary folder, never ~/.cache."""
-    monkeypatch.setenv("FMNIST_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fmnist-cache"))
+def _isolated_cache(monkeypatch):
+    monkeypatch.setenv("FMNIST_CACHE_DIR", _SESSION_CACHE)
 
 
 @pytest.fixture(scope="session")

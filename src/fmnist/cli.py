@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from fmnist import data
 from fmnist.errors import FmnistError
@@ -85,8 +85,8 @@ class _DownloadBar:
 @app.command("data")
 def data_cmd(data_dir: DataDir = None) -> None:
     """Where the dataset was found, whether it verified, and what it holds."""
-    info = data.locate(data_dir, progressbar=_DownloadBar())
-    (x_train, y_train), (x_test, y_test) = data.load_data(data_dir)
+    (x_train, y_train), (x_test, y_test) = _load(data_dir)  # verifies (or trusts its checked cache)
+    info = data.locate(data_dir)
     out.print(f"[bold]Fashion-MNIST[/] from {info.source.label}: {info.source.directory}")
     out.print("verified: SHA-256 of each decompressed file matches")
     for name, path in info.files.items():
@@ -108,18 +108,17 @@ def show(
     data_dir: DataDir = None,
 ) -> None:
     """Draw one image with its class name (or a labelled grid) to a PNG."""
-    from fmnist import plots, runs
-
     (x_train, y_train), (x_test, y_test) = _load(data_dir)
     x, y = (x_train, y_train) if split is Split.train else (x_test, y_test)
+    data.check_index(index, len(x), split.value)
+    if grid and not 1 <= grid <= min(100, len(x) - index):
+        raise FmnistError(f"--grid takes 1 to {min(100, len(x) - index)} images from index {index}, got {grid}.")
+    from fmnist import plots, runs  # matplotlib: only once the arguments are known to be good
+
     if grid:
-        if not 1 <= grid <= 100:
-            raise FmnistError(f"--grid takes 1 to 100 images, got {grid}.")
-        data.check_index(index + grid - 1, len(x), split.value)
         fig = plots.labelled_grid(x[index : index + grid], y[index : index + grid])
         target = out_file or Path(f"show-{split.value}-grid{grid}.png")
     else:
-        data.check_index(index, len(x), split.value)
         label = int(y[index])
         fig = plots.image(x[index], f"{split.value}[{index}]: {data.CLASS_NAMES[label]} (label {label})")
         target = out_file or Path(f"show-{split.value}-{index}.png")
@@ -182,7 +181,8 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory to write.")] = Path("runs/default"),
     data_dir: DataDir = None,
 ) -> None:
-    """Train a model (default: the tutorial's), evaluate it on the test set, and save the run."""
+    """Train a model (default: the tutorial's), evaluate it on the test set, and save the run with its report."""
+    from fmnist import report
     from fmnist.models import ModelSpec
     from fmnist.train import TrainConfig
     from fmnist.train import train as train_job
@@ -204,7 +204,8 @@ def train(
         f"[bold]test accuracy {m['accuracy']:.4f}[/], loss {m['loss']:.4f} "
         f"(trained {len(result.history['loss'])} epochs in {result.train_seconds:.1f}s)"
     )
-    out.print(f"run saved in [bold]{out_dir}[/]")
+    page = report.write_run_report(out_dir, model=result.model, dataset=dataset)
+    out.print(f"run saved in [bold]{out_dir}[/]; report: {page}")
 
 
 @app.command()
@@ -218,11 +219,197 @@ def evaluate(
     model = runs.load_model(run)
     _, (x_test, y_test) = _load(data_dir)
     metrics = engine.evaluate(model, x_test, y_test)
-    out.print(f"test accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} ({len(y_test):,} images)")
+    _print_evaluation(metrics)
     run_dir = runs.run_dir_of(run)
     if run_dir is not None:
         runs.write_json(run_dir / runs.METRICS_FILE, metrics)
         out.print(f"wrote {run_dir / runs.METRICS_FILE}")
+
+
+# --------------------------------------------------------------------------- evaluation, report and runs
+TOP_CONFUSIONS_PRINTED = 5  # rows of the confusions table `fmnist evaluate` prints
+
+
+def _print_evaluation(m: dict) -> None:
+    """The compact evaluation: headline, per-class table, top confusions."""
+    out.print(
+        f"[bold]test accuracy {m['accuracy']:.4f}[/], loss {m['loss']:.4f}, top-2 accuracy {m['top2_accuracy']:.4f}, "
+        f"ECE {m['expected_calibration_error']:.4f} ({m['n']:,} images)"
+    )
+    never = set(m.get("never_predicted", []))
+    table = Table("class", *(Column(h, justify="right") for h in ("precision", "recall", "F1", "support")))
+    worst = min(c["f1"] for c in m["per_class"])
+    for c in m["per_class"]:
+        mark = "*" if c["class"] in never else ""
+        table.add_row(
+            f"{c['class']} {c['name']}", f"{c['precision']:.3f}{mark}", f"{c['recall']:.3f}", f"{c['f1']:.3f}",
+            f"{c['support']:,}", style="red" if c["f1"] == worst else None,
+        )  # fmt: skip
+    table.add_row("macro average", f"{m['macro_precision']:.3f}", f"{m['macro_recall']:.3f}", f"{m['macro_f1']:.3f}",
+                  f"{m['n']:,}", style="bold")  # fmt: skip
+    out.print(table)
+    if never:
+        out.print("* never predicted: precision is undefined (0/0) and reported as 0.")
+    confusions = Table("top confusions: true → predicted", Column("count", justify="right"),
+                       Column("share of true class", justify="right"))  # fmt: skip
+    for t in m["top_confusions"][:TOP_CONFUSIONS_PRINTED]:
+        confusions.add_row(f"{t['true_name']} → {t['predicted_name']}", f"{t['count']:,}", f"{100 * t['share']:.1f}%")
+    out.print(confusions)
+
+
+@app.command("report")
+def report_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    open_it: Annotated[bool, typer.Option("--open", help="Open the report in a web browser.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Write the run's report.html (one self-contained file) and its figures."""
+    import os
+    import webbrowser
+
+    from fmnist import report, runs
+
+    runs.resolve_model_path(run)  # a clear error for a path that is not a run
+    page = report.write_run_report(run, dataset=_load(data_dir) if data_dir else None)
+    out.print(f"wrote {page}")
+    if open_it:
+        # Without a display, webbrowser would fall back to a text browser that takes over the terminal.
+        display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        headless = sys.platform.startswith("linux") and not display
+        if headless or not webbrowser.open(page.resolve().as_uri()):
+            out.print(f"no browser to open it here: open {page.resolve().as_uri()}")
+
+
+def _num(value, fmt: str = ".4f") -> str:
+    """A table cell: floats to ``fmt``, ints with thousands separators, None as a dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return format(value, fmt)
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+@app.command("runs")
+def runs_cmd(
+    root: Annotated[Path, typer.Option(help="Folder holding run directories.")] = Path("runs"),
+) -> None:
+    """List runs, newest first: name, date, model, epochs, test accuracy, training time."""
+    from fmnist import report
+
+    rows = report.list_runs(root)
+    if not rows:
+        out.print(f"no runs under {root}: train one with `fmnist train --out {root}/NAME`.")
+        return
+    table = Table(
+        *(Column(h, no_wrap=True) for h in ("name", "date", "model")),
+        *(Column(h, justify="right", no_wrap=True) for h in ("epochs", "test accuracy", "train time")),
+    )  # fmt: skip
+    for r in rows:
+        seconds = f"{r['train_seconds']:.1f} s" if r["train_seconds"] is not None else "–"
+        table.add_row(r["name"], r["created"] or "–", r["model"], _num(r["epochs"]), _num(r["accuracy"]), seconds)
+    out.print(table)
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Two or more run directories.")],
+) -> None:
+    """Runs side by side: the settings that differ, results, and F1 per class."""
+    from fmnist import report
+
+    c = report.compare_runs(run_dirs)
+    table = Table("", *(Column(name, justify="right") for name in c["names"]))
+    section = None
+    for sec, label, values in c["rows"]:
+        if sec != section and section is not None:
+            table.add_section()
+        section = sec
+        best = None  # the best of a higher-is-better row, when the runs differ
+        present = [v for v in values if v is not None]
+        if (sec == "F1" or label in ("test accuracy", "macro F1", "top-2 accuracy")) and len(set(present)) > 1:
+            best = max(present)
+        fmt = ".1f" if label == "training seconds" else ".4f"
+        cells = [f"[bold green]{_num(v, fmt)}[/]" if v == best else _num(v, fmt) for v in values]
+        table.add_row(f"{label}" if sec != "F1" else f"F1 {label}", *cells)
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- experiments
+class _TrialsBar:
+    """Rich progress for run_experiments: trials done / total, elapsed, and time left.
+
+    Time left scales the elapsed time by the estimated work still to do (experiments.Trial.cost),
+    which tracks long and short trials better than a trials-per-second rate.
+    """
+
+    def __init__(self, title: str, workers: int):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.workers, self.start = max(1, workers), time.perf_counter()
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[trials]} trials"),
+            TimeElapsedColumn(), TextColumn("{task.fields[left]}"), console=err,
+        )  # fmt: skip
+        self.task = self.bar.add_task(title, total=None, trials="0/?", left="")
+
+    def __call__(self, p) -> None:
+        elapsed = time.perf_counter() - self.start
+        # Before the first trial finishes, the cost model's own estimate.
+        left = elapsed * (p.work_total / p.work_done - 1) if p.work_done > 0 else p.work_total / self.workers
+        text = f"~{int(left // 60)}:{int(left % 60):02d} left" if p.done < p.total else ""
+        self.bar.update(self.task, total=p.work_total, completed=p.work_done, trials=f"{p.done}/{p.total}", left=text)
+
+
+@app.command()
+def experiment(
+    name: Annotated[
+        str, typer.Argument(help="hidden-units, depth, epochs, normalization, early-stop, mistakes, or all.")
+    ],
+    seeds: Annotated[int, typer.Option(help="Runs per variant, reported as mean ± std.")] = 3,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the reports (default: experiments/NAME).")
+    ] = None,
+    epochs_scale: Annotated[float, typer.Option(help="Multiply every epoch count (e.g. 0.2 for a quick look).")] = 1.0,
+    limit: Annotated[int | None, typer.Option(help="Train on the first N images only (quick trials).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: one per core, at most 2; 0: in this process).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions."""
+    from fmnist import experiments as ex
+
+    names = ex.resolve_names(name)
+    if seeds < 1:
+        raise FmnistError(f"--seeds must be at least 1, got {seeds}.")
+    workers = ex.DEFAULT_WORKERS if workers is None else workers
+    target = out_dir or Path("experiments") / name
+    dataset = _load(data_dir)  # verifies (or downloads) once here; worker processes read the array cache
+    command = f"fmnist experiment {name} --seeds {seeds}" + "".join(
+        f" {flag} {value}"
+        for flag, value in (("--epochs-scale", epochs_scale), ("--limit", limit), ("--workers", workers))
+        if value is not None and not (flag == "--epochs-scale" and value == 1.0)
+    )
+    bar = _TrialsBar(f"experiment {name}", workers)
+    with bar.bar:
+        results = ex.run_experiments(
+            names, seeds, workers=workers, epochs_scale=epochs_scale, limit=limit, progress=bar,
+            dataset=dataset if workers == 0 else None, data_dir=str(data_dir) if data_dir else None,
+        )  # fmt: skip
+    paths = ex.write_reports(results, target, command=command)
+    table = Table("experiment", "verdict", "measured answer", show_lines=True)
+    colors = {"agrees": "green", "partly agrees": "yellow", "disagrees": "red"}
+    for r in results.experiments:
+        verdict = r.conclusion.verdict
+        table.add_row(r.experiment.name, f"[{colors.get(verdict, 'red')}]{verdict}[/]", r.conclusion.text)
+    out.print(table)
+    out.print(
+        f"{results.trials} trainings/checks in {results.wall_seconds:.0f} s ({results.wall_seconds / 60:.1f} min) "
+        f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
+    )
+    out.print(f"wrote [bold]{paths['markdown']}[/], {paths['html']} and {paths['results']}")
 
 
 if __name__ == "__main__":

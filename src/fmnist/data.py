@@ -12,9 +12,9 @@ Where the files are looked for, in order (``data_sources``):
   4. fmnist's own cache, ``$FMNIST_CACHE_DIR`` (default ``~/.cache/fmnist``),
 and, if none holds them, a download from the official mirrors into fmnist's cache.
 
-The verified arrays are kept in an uncompressed ``.npz`` beside the cache, keyed on the
-source files' size and mtime and guarded by a CRC-32, so a warm load takes milliseconds
-and a stale or damaged cache is rebuilt, never trusted.
+The verified arrays are kept uncompressed in fmnist's cache (``arrays-v1.bin``), keyed on
+the source files' path, size and mtime and guarded by a CRC-32, so a warm load takes
+milliseconds and a stale or damaged cache is rebuilt, never trusted.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
+import math
 import os
 import tempfile
 import zlib
@@ -62,6 +64,7 @@ MIRRORS = (
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DOWNLOAD_TIMEOUT_S = 30.0  # per connection attempt and per read; a silent server fails over
 CACHE_VERSION = 1  # bump when the array cache layout changes
+CACHE_HEADER_MAX = 1 << 20  # a larger JSON header length means a damaged cache, not one to allocate for
 
 # IDX type code -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -84,12 +87,10 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DatasetError(f"{name}: truncated IDX header ({len(raw)} bytes, {ndim} dimensions need {header}).")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_TYPES[type_code])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: huge dimensions cannot overflow
     if len(raw) != expected:
         problem = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise DatasetError(
-            f"{name}: {problem}: dimensions {shape} need {expected} bytes but the file has {len(raw)}."
-        )
+        raise DatasetError(f"{name}: {problem}: dimensions {shape} need {expected} bytes but the file has {len(raw)}.")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -163,33 +164,45 @@ def download(
 ) -> Path:
     """Fetch the four files into ``directory``, trying each mirror in turn for each file.
 
-    pooch writes each file to a temporary name and renames it when complete; a file that
-    does not verify is deleted and the next mirror is tried.
+    ``timeout`` (seconds) bounds the connection and each read, so a server that accepts but
+    never answers costs one timeout before the next mirror is tried. pooch streams each file
+    to a temporary name and renames it to ``<name>.gz.part``; that is verified and only then
+    renamed to ``<name>.gz``, so a ``.gz`` in the cache has always passed verification. A
+    file that does not verify is deleted and the next mirror is tried.
     """
     import pooch  # only needed when downloading
 
     directory.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        target = directory / f"{name}.gz"
-        if target.is_file():
-            continue
-        failures = []
-        for mirror in mirrors:
-            try:
-                pooch.retrieve(
-                    url=mirror.rstrip("/") + f"/{name}.gz",
-                    known_hash=None,  # the mirrors' .gz differ; the decompressed digest is checked below
-                    fname=target.name,
-                    path=directory,
-                    downloader=pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout),
-                )
-                verify(name, read_bytes(target), target)
-                break
-            except Exception as e:  # network errors, HTTP errors, bad content: try the next mirror
-                target.unlink(missing_ok=True)
-                failures.append(f"{mirror}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        else:
-            raise DatasetError(f"could not download {name}.gz from any mirror ({'; '.join(failures)})")
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # pooch's INFO lines ("use this value as known_hash") would mislead users
+    try:
+        for name in FILES:
+            target = directory / f"{name}.gz"
+            if target.is_file():
+                continue
+            part = directory / f"{name}.gz.part"
+            failures = []
+            for mirror in mirrors:
+                part.unlink(missing_ok=True)  # pooch would reuse a leftover instead of downloading
+                try:
+                    pooch.retrieve(
+                        url=mirror.rstrip("/") + f"/{name}.gz",
+                        known_hash=None,  # the mirrors' .gz differ; the decompressed digest is checked below
+                        fname=part.name,
+                        path=directory,
+                        downloader=pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout),
+                    )
+                    verify(name, read_bytes(part), part)
+                    os.replace(part, target)
+                    break
+                except Exception as e:  # network errors, HTTP errors, bad content: try the next mirror
+                    part.unlink(missing_ok=True)
+                    failures.append(f"{mirror}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            else:
+                raise DatasetError(f"could not download {name}.gz from any mirror ({'; '.join(failures)})")
+    finally:
+        logger.setLevel(level)
     return directory
 
 
@@ -219,8 +232,13 @@ def locate(
     download_missing: bool = True,
     mirrors: Sequence[str] | None = None,
     progressbar: object = False,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
 ) -> DatasetInfo:
-    """Find the first place holding all four files, downloading into the cache if none does."""
+    """Find the first place holding all four files, downloading into the cache if none does.
+
+    ``mirrors`` (default ``MIRRORS``) and ``timeout`` (seconds per connection and read) are
+    passed to ``download``.
+    """
     sources = data_sources(path)
     for source in sources:
         if source.complete():
@@ -233,7 +251,7 @@ def locate(
         raise _not_found(sources)
     cache = sources[-1]
     try:
-        download(cache.directory, MIRRORS if mirrors is None else mirrors, progressbar=progressbar)
+        download(cache.directory, MIRRORS if mirrors is None else mirrors, timeout=timeout, progressbar=progressbar)
     except DatasetError as e:
         raise _not_found(sources, f", and the download failed: {e}") from e
     return DatasetInfo(cache, {name: cache.file(name) for name in FILES}, downloaded=True)
@@ -266,16 +284,21 @@ def _read_cache(stamp: dict) -> tuple[np.ndarray, ...] | None:
     try:
         with open(_arrays_cache_path(), "rb") as f:
             size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= CACHE_HEADER_MAX:  # a damaged length must not become a huge allocation
+                return None
             meta = json.loads(f.read(size))
-            body = bytearray(sum(int(np.prod(shape)) for shape in meta["shapes"]))
-            if f.readinto(body) != len(body) or f.read(1):
+            n_body = sum(math.prod(shape) for shape in meta["shapes"])
+            if n_body != os.fstat(f.fileno()).st_size - 8 - size:  # truncated or padded: no allocation for it
+                return None
+            body = bytearray(n_body)
+            if f.readinto(body) != len(body):
                 return None
         arrays, offset = [], 0
         for shape in meta["shapes"]:
-            n = int(np.prod(shape))
+            n = math.prod(shape)
             arrays.append(np.frombuffer(body, np.uint8, n, offset).reshape(shape))
             offset += n
-    except (OSError, ValueError, KeyError, TypeError):  # missing, truncated, garbled: rebuild
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):  # missing, truncated, garbled: rebuild
         return None
     if meta.get("stamp") != stamp or meta.get("crc") != _crc(arrays) or len(arrays) != len(_KEYS):
         return None

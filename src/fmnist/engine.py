@@ -27,11 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fmnist import metrics
 from fmnist._backend import keras
 from fmnist.errors import ModelError
 
 ACCURACY_NAMES = {"accuracy", "acc", "sparse_categorical_accuracy"}
 INFER_BATCH = 1024  # the forward pass runs in buckets of powers of two up to this many images
+_DEFAULT_LOSS = keras.losses.sparse_categorical_crossentropy  # for models saved without compile()
 
 
 # --------------------------------------------------------------------------- how to compile
@@ -114,10 +116,23 @@ def _metric_names(model: keras.Model) -> list[str]:
 
 
 def _loss_fn(model: keras.Model):
+    """The compiled loss as a per-image function ``(y_true, y_pred) -> (batch,)``.
+
+    Reducing it ourselves with per-image weights lets a padded last batch count exactly
+    its real images, which is how one compiled program trains the partial batch too.
+    """
     loss = model.loss
     if isinstance(loss, list | tuple | dict):
         raise ModelError("fmnist.fit takes a single-output model with one loss.")
-    return keras.losses.get(loss) if isinstance(loss, str) else loss
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    if isinstance(loss, keras.losses.Loss):
+        if loss.reduction not in (None, "sum_over_batch_size", "mean", "mean_with_sample_weight"):
+            raise ModelError(f"fmnist.fit averages the loss over each batch; reduction {loss.reduction!r} is not supported.")
+        return loss.call  # unreduced: one value per image
+    if callable(loss):
+        return loss
+    raise ModelError(f"the model's loss {loss!r} is not a Keras loss.")
 
 
 # --------------------------------------------------------------------------- compiled programs
@@ -126,70 +141,78 @@ def _forward(model, tv, ntv, x, training=False):
     return y_pred, ntv
 
 
-def _batch_stats(y_pred, y):
-    labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
-    return jnp.sum(jnp.argmax(y_pred, axis=-1) == labels)
-
-
 def _make_train_step(model, loss_fn):
+    """One optimizer step on a batch whose images carry weights ``w`` (1 real, 0 padding)."""
     optimizer = model.optimizer
 
-    def step(state, x, y):
+    def step(state, x, y, w):
         tv, ntv, ov = state
+        count = jnp.sum(w)
 
         def compute_loss(tv, ntv):
             y_pred, ntv, losses = model.stateless_call(
                 tv, ntv, x.astype("float32"), training=True, return_losses=True
             )
-            loss = jnp.mean(loss_fn(y, y_pred))  # a loss function gives per-image values, a Loss their mean
+            loss = jnp.sum(loss_fn(y, y_pred) * w) / count
             if losses:
                 loss = loss + sum(losses)
             return loss, (y_pred, ntv)
 
         (loss, (y_pred, ntv)), grads = jax.value_and_grad(compute_loss, has_aux=True)(tv, ntv)
         tv, ov = optimizer.stateless_apply(ov, grads, tv)
-        return (tv, ntv, ov), loss, _batch_stats(y_pred, y)
+        labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
+        correct = jnp.sum((jnp.argmax(y_pred, axis=-1) == labels) * w)
+        return (tv, ntv, ov), loss * count, correct
 
     return step
 
 
 def _make_chunk(step, unroll):
-    """One program: ``len(idx)`` training steps, each on the images ``x_all[idx[i]]``."""
+    """One program: ``len(idx)`` steps, step i on images ``x_all[idx[i]]`` weighted ``w[i]``.
+
+    A step whose weights are all zero (padding that evens out the last chunk) is skipped
+    by ``lax.cond``: an optimizer update on zero gradients would still move Adam's weights.
+    """
 
     @jax.jit
-    def chunk(state, x_all, y_all, idx):
-        def body(carry, batch_idx):
+    def chunk(state, x_all, y_all, idx, w):
+        def body(carry, batch):
             state, loss_sum, correct = carry
-            xb, yb = jnp.take(x_all, batch_idx, axis=0), jnp.take(y_all, batch_idx, axis=0)
-            state, loss, n_correct = step(state, xb, yb)
-            return (state, loss_sum + loss * batch_idx.shape[0], correct + n_correct), None
+            batch_idx, batch_w = batch
+
+            def run(state):
+                xb, yb = jnp.take(x_all, batch_idx, axis=0), jnp.take(y_all, batch_idx, axis=0)
+                return step(state, xb, yb, batch_w)
+
+            def skip(state):
+                return state, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+
+            state, loss, n_correct = jax.lax.cond(jnp.any(batch_w > 0), run, skip, state)
+            return (state, loss_sum + loss, correct + n_correct), None
 
         zero = jnp.zeros((), jnp.float32)
-        (state, loss_sum, correct), _ = jax.lax.scan(body, (state, zero, zero), idx, unroll=unroll)
+        (state, loss_sum, correct), _ = jax.lax.scan(body, (state, zero, zero), (idx, w), unroll=unroll)
         return state, loss_sum, correct
 
     return chunk
 
 
-@dataclass
-class _Programs:
-    """The compiled programs of one ``fit`` call, keyed by their static shapes."""
+def _epoch_plan(order: np.ndarray, batch_size: int, chunk_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batch indices and weights, shape (chunks, chunk_steps, batch_size).
 
-    model: keras.Model
-    loss_fn: object
-    schedule: Schedule
-
-    def __post_init__(self):
-        self.step = _make_train_step(self.model, self.loss_fn)
-        self.chunk = _make_chunk(self.step, self.schedule.unroll)
-        self.single = jax.jit(
-            lambda state, x_all, y_all, idx: _single(self.step, state, x_all, y_all, idx)
-        )
-
-
-def _single(step, state, x_all, y_all, idx):
-    state, loss, correct = step(state, jnp.take(x_all, idx, axis=0), jnp.take(y_all, idx, axis=0))
-    return state, loss * idx.shape[0], correct.astype(jnp.float32)
+    The last batch is padded with weight-0 images and the last chunk with all-zero steps,
+    so every chunk has the same shape and the epoch runs one compiled program.
+    """
+    n = len(order)
+    steps = -(-n // batch_size)
+    chunks = -(-steps // chunk_steps)
+    size = chunks * chunk_steps * batch_size
+    idx = np.zeros(size, np.int32)
+    idx[:n] = order
+    w = np.zeros(size, np.float32)
+    w[:n] = 1.0
+    shape = (chunks, chunk_steps, batch_size)
+    return idx.reshape(shape), w.reshape(shape)
 
 
 # --------------------------------------------------------------------------- inference
@@ -230,14 +253,19 @@ def predict_proba(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return _predict_with(model, tv, ntv, x)
 
 
+@partial(jax.jit, static_argnums=(0,))
+def _mean_loss(loss_fn, y, probs):
+    return jnp.mean(loss_fn(y, probs))
+
+
 def loss_and_accuracy(model: keras.Model, probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """The compiled loss and the accuracy of outputs ``probs`` against labels ``y``."""
-    loss_fn = _loss_fn(model) if getattr(model, "loss", None) is not None else keras.losses.get(
-        "sparse_categorical_crossentropy"
-    )
-    loss = float(jnp.mean(loss_fn(jnp.asarray(y), jnp.asarray(probs))))
+    loss_fn = _loss_fn(model) if getattr(model, "loss", None) is not None else _DEFAULT_LOSS
     labels = y if y.ndim == 1 else np.argmax(y, axis=-1)
-    return {"loss": loss, "accuracy": float(np.mean(np.argmax(probs, axis=-1) == labels))}
+    return {
+        "loss": float(_mean_loss(loss_fn, y, probs)),
+        "accuracy": float(np.mean(np.argmax(probs, axis=-1) == labels)),
+    }
 
 
 # --------------------------------------------------------------------------- fit
@@ -285,13 +313,12 @@ def fit(
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
     schedule = schedule or default_schedule(model)
-    programs = _Programs(model, loss_fn, schedule)
-    rng = np.random.default_rng(seed)
-
     n = len(x)
-    full, rest = divmod(n, batch_size)
-    steps = full + (rest > 0)
-    x_dev, y_dev = jax.device_put(x), jax.device_put(y)
+    steps = -(-n // batch_size)
+    chunk_steps = min(schedule.chunk_steps, steps)
+    chunk = _make_chunk(_make_train_step(model, loss_fn), min(schedule.unroll, chunk_steps))
+    rng = np.random.default_rng(seed)
+    x_dev, y_dev = jax.device_put(x), jax.device_put(y)  # resident for the whole fit
     cbs = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=steps
     )
@@ -306,22 +333,16 @@ def fit(
             [v.value for v in model.non_trainable_variables],
             [v.value for v in optimizer.variables],
         )
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        batches = order[: full * batch_size].reshape(full, batch_size).astype(np.int32)
-        loss_sum, correct, done = 0.0, 0.0, 0
-        for start in range(0, full, schedule.chunk_steps):
-            idx = batches[start : start + schedule.chunk_steps]
-            state, chunk_loss, chunk_correct = programs.chunk(state, x_dev, y_dev, jnp.asarray(idx))
-            loss_sum, correct, done = loss_sum + chunk_loss, correct + chunk_correct, done + idx.size
-            step_end = start + len(idx) - 1
-            if step_end < steps - 1:  # the epoch's last report comes after the partial batch
-                cbs.on_train_batch_end(step_end, _running(loss_sum, correct, done))
-        if rest:  # the last, partial batch is trained, as Model.fit does
-            tail = jnp.asarray(order[full * batch_size :].astype(np.int32))
-            state, tail_loss, tail_correct = programs.single(state, x_dev, y_dev, tail)
-            loss_sum, correct, done = loss_sum + tail_loss, correct + tail_correct, done + rest
-        logs = _running(loss_sum, correct, done)
-        cbs.on_train_batch_end(steps - 1, logs)
+        idx, w = _epoch_plan(rng.permutation(n) if shuffle else np.arange(n), batch_size, chunk_steps)
+        loss_sum, correct = 0.0, 0.0
+        for c in range(len(idx)):
+            state, chunk_loss, chunk_correct = chunk(state, x_dev, y_dev, idx[c], w[c])
+            loss_sum, correct = loss_sum + chunk_loss, correct + chunk_correct
+            done = min((c + 1) * chunk_steps * batch_size, n)
+            logs = _running(loss_sum, correct, done)
+            cbs.on_train_batch_end(min((c + 1) * chunk_steps, steps) - 1, logs)
+            if model.stop_training:  # set by a batch-level callback (TerminateOnNaN): end the epoch here
+                break
         _write_back(model, state)
         if vx is not None:
             vprobs = _predict_with(model, state[0], state[1], vx)
@@ -349,8 +370,14 @@ def _write_back(model: keras.Model, state) -> None:
 
 
 # --------------------------------------------------------------------------- evaluate
-def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict:
-    """Test loss and accuracy of ``model`` on ``(x, y)``, through ``predict_proba``."""
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, *, probs: np.ndarray | None = None) -> dict:
+    """Everything about ``model`` on ``(x, y)`` from one ``predict_proba`` pass, as a JSON-ready dict.
+
+    loss and accuracy (the compiled loss), then ``metrics.summarize``: top-2 accuracy, expected
+    calibration error, per-class precision / recall / F1 / support, the confusion matrix and
+    the top confusions. ``probs`` passes outputs already computed by ``predict_proba`` (the
+    report draws its figures from the same pass instead of running the model twice).
+    """
     x, y = np.asarray(x), np.asarray(y)
-    probs = predict_proba(model, x)
-    return loss_and_accuracy(model, probs, y)
+    probs = predict_proba(model, x) if probs is None else np.asarray(probs)
+    return loss_and_accuracy(model, probs, y) | metrics.summarize(probs, y)

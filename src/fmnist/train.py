@@ -162,6 +162,7 @@ def save_run(out: Path, model, config: TrainConfig, history: dict, metrics: dict
             "train_seconds": round(train_seconds, 3),
             "epochs_run": len(history.get("loss", [])),
             "params": int(model.count_params()),
+            "model_description": config.model.describe(),  # for `fmnist runs`, which must not import Keras
             "versions": {"keras": keras.__version__, "jax": jax.__version__, "numpy": np.__version__},
             "device": str(jax.devices()[0].device_kind),
         },

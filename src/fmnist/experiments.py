@@ -1,0 +1,1007 @@
+"""The tutorial's questions, answered by measurement: ``fmnist experiment NAME``.
+
+The tutorial ends with exercises and answers them with assertions: more hidden units are
+slower but more accurate; another layer makes no significant difference; 15 epochs beat 5
+and 30 overfit; unnormalised inputs train worse; a model without Flatten or with 5 output
+units fails; a callback can stop training once it is good enough. Each is an ``Experiment``
+here, written as data: named ``TrainConfig`` variants, the tutorial's claim in its own
+words, and a conclusion function that turns the measured numbers into a sentence and a
+verdict (agrees / partly agrees / disagrees) — never a canned sentence.
+
+    results = run_experiments(["hidden-units"], seeds=3)
+    write_reports(results, Path("experiments/hidden-units"))   # report.md, report.html, results.json
+
+How trials run, and why:
+- Every variant trains once per seed (default 3) and is reported as mean ± std. A
+  difference counts only when it is larger than the seed-to-seed spread:
+  |mean_a − mean_b| > std_a + std_b, i.e. the two mean ± std intervals do not overlap.
+- Identical trainings are run once: the seed model appears in several experiments, and
+  variants that differ only in ``epochs`` (and have no stopping rule) are one run of the
+  longest, evaluated on the test set after the shorter ones' last epoch. Training is
+  deterministic per seed, so "epoch 5 of a 30-epoch run" *is* a 5-epoch run
+  (tests/test_experiments.py checks it).
+- Trials run in worker processes (``spawn``), longest first. With several workers each
+  one runs XLA single-threaded, so two trials use the two cores instead of fighting over
+  them; with one worker XLA keeps its own threading. DEFAULT_WORKERS says what measured
+  faster on the 2-core machine.
+- The library reports progress through a callback; only the CLI prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import datetime as dt
+import html
+import io
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from fmnist import runs
+from fmnist.data import IMAGE_SHAPE
+from fmnist.errors import FmnistError, ModelError, RunError
+from fmnist.models import ModelSpec
+from fmnist.train import TrainConfig
+
+DEFAULT_SEEDS = 3  # runs per variant; mean ± std over them
+# 2 single-threaded workers measured faster than 1 worker using XLA's threads (see the closing note in
+# the experiments' issue / BENCHMARKS.md); more workers than cores only adds contention.
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"  # per worker when >1
+TUTORIAL_EPOCHS = 5  # the tutorial's model.fit(..., epochs=5)
+LONG_EPOCHS = 30  # the tutorial's "try 30 epochs"
+MID_EPOCHS = 15  # the tutorial's "try 15 epochs"
+VALIDATION_SPLIT = 0.1  # epochs and early-stop hold out the last 10% of the training images
+TUTORIAL_STOP_LOSS = 0.4  # the tutorial's callback: stop when loss < 0.4
+STOP_ACCURACY = 0.9  # "good enough" training accuracy for the stop-at-accuracy variant
+EARLY_STOP_PATIENCE = 2  # epochs without a better val_loss before EarlyStopping stops
+CHECK_IMAGES = 1000  # images handed to fit() by the mistakes' check (all ten classes occur in them)
+# Trial cost model (seconds), for longest-first ordering and the time-left estimate only;
+# fitted to the seed model (~1 s/epoch) and the 1024-wide one (~10 s/epoch) on the 2-core machine.
+COMPILE_S = 2.5  # building and compiling a model, once per trial
+EPOCH_S_PER_PARAM = 1.1e-5  # seconds per 60,000-image epoch per trainable parameter (Dense, batch 32)
+MIN_EPOCH_S = 0.4  # small models don't get faster than this per full epoch
+COMPILE_CACHE_DIR = "xla"  # JAX's persistent compilation cache, under fmnist's cache folder (see data.cache_dir)
+FULL_TRAIN = 60_000  # images in the full training set, for scaling the cost of train_limit runs
+VERDICTS = ("agrees", "partly agrees", "disagrees")
+SOURCE = "TensorFlow in Practice, course 1 week 2: the Fashion-MNIST “Beyond Hello World” exercises"
+
+
+# --------------------------------------------------------------------------- numbers
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation of one number over seeds."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        values = [float(v) for v in values]
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+
+    def fmt(self, digits: int = 4, scale: float = 1.0, unit: str = "") -> str:
+        if digits == 0 and self.std == 0:
+            return f"{self.mean * scale:,.0f}{unit}"
+        spread = f" ± {self.std * scale:.{digits}f}" if self.n > 1 else ""
+        return f"{self.mean * scale:.{digits}f}{spread}{unit}"
+
+
+def differs(a: Stat, b: Stat) -> bool:
+    """Whether ``a`` and ``b`` differ by more than the seed-to-seed spread (their mean ± std don't overlap)."""
+    return abs(a.mean - b.mean) > a.std + b.std
+
+
+def _points(a: Stat, b: Stat) -> str:
+    """``a - b`` in accuracy percentage points, with whether it exceeds the spread."""
+    beyond = "beyond" if differs(a, b) else "within"
+    return f"{100 * (a.mean - b.mean):+.2f} points, {beyond} the spread of {100 * (a.std + b.std):.2f}"
+
+
+def aggregate(records: dict[str, list[dict]]) -> dict[str, dict[str, Stat]]:
+    """Per variant, a Stat for every number that all its per-seed records have."""
+    out = {}
+    for name, recs in records.items():
+        keys = [k for k, v in recs[0].items() if isinstance(v, int | float) and not isinstance(v, bool)] if recs else []
+        out[name] = {k: Stat.of([r[k] for r in recs]) for k in keys if all(k in r for r in recs)}
+    return out
+
+
+# --------------------------------------------------------------------------- experiments as data
+@dataclass(frozen=True)
+class Variant:
+    name: str  # row label in the report
+    config: TrainConfig  # the training (its seed is replaced by each trial's)
+    check_only: bool = False  # build the model and run fit()'s pre-training check; don't train
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    key: str  # a number in the per-seed records (see _record)
+    digits: int = 4
+    scale: float = 1.0  # e.g. 100 for percent
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    text: str  # the measured answer, computed from the numbers
+    verdict: str  # one of VERDICTS: does the measurement support the tutorial's claim?
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    question: str
+    claim: str  # the tutorial's words, quoted beside the measured answer
+    variants: tuple[Variant, ...]
+    columns: tuple[Column, ...]
+    conclude: Callable[[dict[str, list[dict]]], Conclusion]  # per-seed records -> conclusion
+    figures: Callable[[dict[str, list[dict]]], dict]  # per-seed records -> {name: matplotlib Figure}
+    baseline: str | None = None  # variant that others are compared with per seed (time_saved, accuracy_change)
+    note: str = ""  # how it was measured, printed under the table
+
+
+def _epochs(n: int, scale: float) -> int:
+    return max(1, round(n * scale))
+
+
+def _epoch_name(n: int, actual: int) -> str:
+    return f"{n} epochs" if n == actual else f"{n} epochs (scaled to {actual})"
+
+
+def build_experiments(epochs_scale: float = 1.0, limit: int | None = None) -> dict[str, Experiment]:
+    """Every experiment, in report order. ``epochs_scale``/``limit`` shrink them for quick trials."""
+    if not epochs_scale > 0:
+        raise FmnistError(f"epochs scale must be positive, got {epochs_scale}.")
+    base = TrainConfig(epochs=_epochs(TUTORIAL_EPOCHS, epochs_scale), train_limit=limit)
+    e5, e15, e30 = (_epochs(n, epochs_scale) for n in (TUTORIAL_EPOCHS, MID_EPOCHS, LONG_EPOCHS))
+    long = replace(base, epochs=e30, validation_split=VALIDATION_SPLIT)
+    return {
+        "hidden-units": Experiment(
+            name="hidden-units",
+            title="How many hidden units?",
+            question="The tutorial's Dense(128) against 32, 64, 512 and 1024 units, 5 epochs each.",
+            claim="By adding more Neurons we have to do more calculations, slowing down the process, but in this "
+            "case they have a good impact -- we do get more accurate. That doesn't mean it's always a case of "
+            "'more is better', you can hit the law of diminishing returns very quickly!",
+            variants=tuple(
+                Variant(f"{w} units", replace(base, model=ModelSpec(hidden=(w,)))) for w in (32, 64, 128, 512, 1024)
+            ),
+            columns=(
+                Column("params", "params", 0),
+                Column("test accuracy", "accuracy"),
+                Column("test loss", "loss"),
+                Column("s / epoch", "seconds_per_epoch", 2),
+            ),
+            conclude=_conclude_hidden_units,
+            figures=_figures_hidden_units,
+            note="s / epoch: median wall-clock of epochs 2 onwards (epoch 1 includes compiling), in one worker "
+            "process.",
+        ),
+        "depth": Experiment(
+            name="depth",
+            title="Another hidden layer?",
+            question="One hidden layer of 512 against 512 → 256 (the tutorial's extra layer) and 512 → 256 → 128.",
+            claim="There isn't a significant impact -- because this is relatively simple data.",
+            variants=tuple(
+                Variant(name, replace(base, model=ModelSpec(hidden=h)))
+                for name, h in (
+                    ("1 layer: 512", (512,)),
+                    ("2 layers: 512 → 256", (512, 256)),
+                    ("3 layers: 512 → 256 → 128", (512, 256, 128)),
+                )
+            ),
+            columns=(
+                Column("params", "params", 0),
+                Column("test accuracy", "accuracy"),
+                Column("test loss", "loss"),
+                Column("train loss", "train_loss"),
+                Column("s / epoch", "seconds_per_epoch", 2),
+            ),
+            conclude=_conclude_depth,
+            figures=_figures_depth,
+        ),
+        "epochs": Experiment(
+            name="epochs",
+            title="5, 15 or 30 epochs?",
+            question=f"The seed model trained with {VALIDATION_SPLIT:.0%} of the training images held out for "
+            "validation: training vs validation loss per epoch, and where validation loss bottoms out.",
+            claim="Try 15 epochs -- you'll probably get a model with a much better loss than the one with 5. "
+            "Try 30 epochs -- you might see the loss value stops decreasing, and sometimes increases. This is a "
+            "side effect of something called 'overfitting'.",
+            variants=tuple(
+                Variant(_epoch_name(n, e), replace(long, epochs=e))
+                for n, e in ((TUTORIAL_EPOCHS, e5), (MID_EPOCHS, e15), (LONG_EPOCHS, e30))
+            ),
+            columns=(
+                Column("epochs", "epochs_run", 0),
+                Column("train loss", "train_loss"),
+                Column("val loss", "val_loss"),
+                Column("val − train loss", "gap"),
+                Column("lowest val loss at epoch", "best_val_epoch", 1),
+                Column("test accuracy", "accuracy"),
+            ),
+            conclude=_conclude_epochs,
+            figures=_figures_epochs,
+            note="One run per seed: the shorter rows are the longest run evaluated on the test set after their "
+            "last epoch, which is exactly what a separate shorter run with the same seed gives (training is "
+            "deterministic per seed). Losses are the last epoch's.",
+        ),
+        "normalization": Experiment(
+            name="normalization",
+            title="Normalise the pixels?",
+            question="The seed model with inputs divided by 255 (a Rescaling layer) against raw 0–255 pixels.",
+            claim="Before you trained, you normalized the data, going from values that were 0-255 to values that "
+            "were 0-1. What would be the impact of removing that? [...] Why do you think you get different results?",
+            variants=(
+                Variant("÷255 (tutorial)", base),
+                Variant("raw 0–255", replace(base, model=ModelSpec(normalize=False))),
+            ),
+            columns=(
+                Column("test accuracy", "accuracy"),
+                Column("test loss", "loss"),
+                Column("train loss", "train_loss"),
+                Column("train accuracy", "train_accuracy"),
+            ),
+            conclude=_conclude_normalization,
+            figures=_figures_normalization,
+        ),
+        "early-stop": Experiment(
+            name="early-stop",
+            title="Stop when good enough?",
+            question=f"The seed model for up to {e30} epochs ({VALIDATION_SPLIT:.0%} held out): the full run against "
+            f"the tutorial's callback (stop when loss < {TUTORIAL_STOP_LOSS}), stop when training accuracy > "
+            f"{STOP_ACCURACY}, and EarlyStopping on val_loss (patience {EARLY_STOP_PATIENCE}, best weights restored).",
+            claim="Wouldn't it be nice if I could stop the training when I reach a desired value? -- i.e. 95% "
+            "accuracy might be enough for you, and if you reach that after 3 epochs, why sit around waiting for "
+            "it to finish a lot more epochs.",
+            variants=(
+                Variant(f"full {e30} epochs", long),
+                Variant(f"loss < {TUTORIAL_STOP_LOSS} (tutorial)", replace(long, stop_at_loss=TUTORIAL_STOP_LOSS)),
+                Variant(f"accuracy > {STOP_ACCURACY}", replace(long, stop_at_accuracy=STOP_ACCURACY)),
+                Variant("EarlyStopping(val_loss)", replace(long, early_stopping=EARLY_STOP_PATIENCE)),
+            ),
+            columns=(
+                Column("epochs trained", "epochs_run", 1),
+                Column("train s", "train_seconds", 1),
+                Column("time saved", "time_saved", 0, 100, "%"),
+                Column("test accuracy", "accuracy"),
+                Column("Δ accuracy vs full", "accuracy_change", 2, 100, " pts"),
+            ),
+            conclude=_conclude_early_stop,
+            figures=_figures_early_stop,
+            baseline=f"full {e30} epochs",
+            note="time saved: 1 − training seconds / the full run's, per seed.",
+        ),
+        "mistakes": Experiment(
+            name="mistakes",
+            title="The tutorial's two mistakes",
+            question="The seed model without its Flatten layer, and with 5 output units for 10 classes.",
+            claim="What would happen if you remove the Flatten() layer? [...] You get an error about the shape of "
+            "the data. [...] What would happen if you had a different amount than 10? For example, try training "
+            "the network with 5. You get an error as soon as it finds an unexpected value.",
+            variants=(
+                Variant("no Flatten", replace(base, model=ModelSpec(flatten=False)), check_only=True),
+                Variant("5 output units", replace(base, model=ModelSpec(output_units=5)), check_only=True),
+            ),
+            columns=(),
+            conclude=_conclude_mistakes,
+            figures=lambda records: {},
+            note="No training: fmnist.fit checks the model against the data before its first step.",
+        ),
+    }
+
+
+EXPERIMENT_NAMES = ("hidden-units", "depth", "epochs", "normalization", "early-stop", "mistakes")
+
+
+def resolve_names(name: str) -> list[str]:
+    """``'all'`` or one experiment name -> the names to run, with an actionable error."""
+    if name == "all":
+        return list(EXPERIMENT_NAMES)
+    if name not in EXPERIMENT_NAMES:
+        raise FmnistError(f"unknown experiment {name!r}: use one of {', '.join(EXPERIMENT_NAMES)} or all.")
+    return [name]
+
+
+# --------------------------------------------------------------------------- conclusions (numbers -> sentence)
+def _agreement(parts: Sequence[bool]) -> str:
+    return "agrees" if all(parts) else "disagrees" if not any(parts) else "partly agrees"
+
+
+def _conclude_hidden_units(records: dict[str, list[dict]]) -> Conclusion:
+    s = aggregate(records)
+    names = list(s)
+    small, big = s[_nearest(names, "128 units")], s[names[-1]]
+    acc_gain = differs(big["accuracy"], small["accuracy"]) and big["accuracy"].mean > small["accuracy"].mean
+    ratio = big["seconds_per_epoch"].mean / small["seconds_per_epoch"].mean
+    slower = differs(big["seconds_per_epoch"], small["seconds_per_epoch"]) and ratio > 1
+    best = max(names, key=lambda n: s[n]["accuracy"].mean)
+    ties = [n for n in names if n != best and not differs(s[n]["accuracy"], s[best]["accuracy"])]
+    text = (
+        f"{names[-1]} reach {big['accuracy'].fmt()} test accuracy against {small['accuracy'].fmt()} for "
+        f"{_nearest(names, '128 units')} ({_points(big['accuracy'], small['accuracy'])}), and an epoch takes "
+        f"{ratio:.1f}× as long ({big['seconds_per_epoch'].fmt(2)} s vs {small['seconds_per_epoch'].fmt(2)} s). "
+        f"The most accurate width is {best}"
+        + (f", tied within the spread with {', '.join(ties)}." if ties else ", ahead of every other width.")
+    )
+    if slower and not acc_gain:
+        text += " More units cost time here without a gain beyond the seed-to-seed spread."
+    elif acc_gain and not slower:
+        text += " The wider model is more accurate but not measurably slower."
+    return Conclusion(text, _agreement([slower, acc_gain]))
+
+
+def _nearest(names: Sequence[str], wanted: str) -> str:
+    return wanted if wanted in names else names[0]
+
+
+def _conclude_depth(records: dict[str, list[dict]]) -> Conclusion:
+    s = aggregate(records)
+    names = list(s)
+    one = s[names[0]]
+    parts, clauses = [], []
+    for name in names[1:]:
+        other = s[name]
+        same = not differs(other["accuracy"], one["accuracy"])
+        parts.append(same)
+        clauses.append(f"{name}: {other['accuracy'].fmt()} ({_points(other['accuracy'], one['accuracy'])})")
+    n_diff = parts.count(False)
+    verdict = _agreement(parts)
+    summary = (
+        "No deeper model differs from one layer by more than the seed-to-seed spread"
+        if n_diff == 0
+        else f"{n_diff} of {len(parts)} deeper models differ from one layer by more than the spread"
+    )
+    text = f"{names[0]}: {one['accuracy'].fmt()} test accuracy; " + "; ".join(clauses) + f". {summary}."
+    return Conclusion(text, verdict)
+
+
+def _conclude_epochs(records: dict[str, list[dict]]) -> Conclusion:
+    s = aggregate(records)
+    short, mid, long = (s[n] for n in records)
+    e = [round(x["epochs_run"].mean) for x in (short, mid, long)]
+    better_loss = differs(mid["train_loss"], short["train_loss"]) and mid["train_loss"].mean < short["train_loss"].mean
+    val_rises = differs(long["val_loss"], mid["val_loss"]) and long["val_loss"].mean > mid["val_loss"].mean
+    train_still_falls = long["train_loss"].mean < mid["train_loss"].mean
+    text = (
+        f"Training loss is {short['train_loss'].fmt()} at epoch {e[0]}, {mid['train_loss'].fmt()} at epoch {e[1]} "
+        f"({'lower' if better_loss else 'not lower'} by more than the spread) and {long['train_loss'].fmt()} at "
+        f"epoch {e[2]}. Validation loss is lowest at epoch {long['best_val_epoch'].fmt(1)} and is "
+        f"{long['val_loss'].fmt()} at epoch {e[2]} against {mid['val_loss'].fmt()} at epoch {e[1]} "
+        f"({'higher' if val_rises else 'not higher'} by more than the spread); "
+        f"the validation − training gap grows from {short['gap'].fmt()} to {long['gap'].fmt()}. Test accuracy: "
+        f"{short['accuracy'].fmt()}, {mid['accuracy'].fmt()}, {long['accuracy'].fmt()}."
+    )
+    if val_rises and train_still_falls:
+        text += " The overfitting shows in the validation loss; the training loss the tutorial prints keeps falling."
+    return Conclusion(text, _agreement([better_loss, val_rises]))
+
+
+def _conclude_normalization(records: dict[str, list[dict]]) -> Conclusion:
+    s = aggregate(records)
+    norm, raw = (s[n] for n in records)
+    worse = differs(raw["accuracy"], norm["accuracy"]) and raw["accuracy"].mean < norm["accuracy"].mean
+    text = (
+        f"Raw 0–255 pixels reach {raw['accuracy'].fmt()} test accuracy (loss {raw['loss'].fmt()}) against "
+        f"{norm['accuracy'].fmt()} (loss {norm['loss'].fmt()}) with ÷255: {_points(raw['accuracy'], norm['accuracy'])}."
+    )
+    if not worse:
+        text += " Without normalisation the result is not worse beyond the seed-to-seed spread."
+    return Conclusion(text, "agrees" if worse else "disagrees")
+
+
+def _conclude_early_stop(records: dict[str, list[dict]]) -> Conclusion:
+    s = aggregate(records)
+    names = list(s)
+    full, tutorial = s[names[0]], s[names[1]]
+    clauses = []
+    for name in names[1:]:
+        v = s[name]
+        clauses.append(
+            f"{name} stopped after {v['epochs_run'].fmt(1)} epochs, saving {v['time_saved'].fmt(0, 100, '%')} of the "
+            f"training time, at {v['accuracy'].fmt()} test accuracy ({_points(v['accuracy'], full['accuracy'])})"
+        )
+    stopped_early = tutorial["epochs_run"].mean < full["epochs_run"].mean and tutorial["time_saved"].mean > 0
+    cost = differs(tutorial["accuracy"], full["accuracy"]) and tutorial["accuracy"].mean < full["accuracy"].mean
+    text = f"The full run reaches {full['accuracy'].fmt()} test accuracy after {full['epochs_run'].fmt(0)} epochs. " + (
+        "; ".join(clauses) + "."
+    )
+    best = max(names, key=lambda n: s[n]["accuracy"].mean)
+    text += f" Most accurate: {best}."
+    if stopped_early and cost:
+        text += " The tutorial's callback saves time but stops before the model is as good as it gets."
+    return Conclusion(text, "agrees" if stopped_early else "disagrees")
+
+
+def _conclude_mistakes(records: dict[str, list[dict]]) -> Conclusion:
+    errors = {name: recs[0].get("error") for name, recs in records.items()}
+    parts = [e is not None for e in errors.values()]
+    text = "; ".join(
+        f"{name}: {'stopped before training with an explained error' if e else 'trained without any error'}"
+        for name, e in errors.items()
+    )
+    return Conclusion(text + ".", _agreement(parts))
+
+
+# --------------------------------------------------------------------------- figures
+def _means(s, names, key):
+    return [s[n][key].mean for n in names], [s[n][key].std for n in names]
+
+
+def _figures_hidden_units(records):
+    from fmnist import plots
+
+    s, names = aggregate(records), list(records)
+    widths = [int(n.split()[0]) for n in names]
+    panels = [
+        (label, *_means(s, names, key))
+        for label, key in (("test accuracy", "accuracy"), ("seconds per epoch", "seconds_per_epoch"))
+    ]
+    return {"accuracy_vs_width": plots.mean_std_vs_x(widths, panels, "hidden units", logx=True)}
+
+
+def _figures_depth(records):
+    from fmnist import plots
+
+    s, names = aggregate(records), list(records)
+    panels = [
+        (label, *_means(s, names, key))
+        for label, key in (("test accuracy", "accuracy"), ("seconds per epoch", "seconds_per_epoch"))
+    ]
+    return {"depth": plots.mean_std_bars(names, panels)}
+
+
+def _curve(recs: list[dict], key: str):
+    """Mean and std per epoch of ``history[key]`` over seeds (cut to the shortest run)."""
+    import numpy as np
+
+    curves = [r["history"][key] for r in recs if key in r.get("history", {})]
+    n = min(map(len, curves))
+    arr = np.array([c[:n] for c in curves])
+    return arr.mean(axis=0), arr.std(axis=0, ddof=1) if len(arr) > 1 else np.zeros(n)
+
+
+def _figures_epochs(records):
+    from fmnist import plots
+
+    names = list(records)
+    recs = records[names[-1]]
+    marks = [round(statistics.fmean(r["epochs_run"] for r in records[n])) for n in names[:-1]]
+    panels = [
+        (metric, {"training": _curve(recs, metric), "validation": _curve(recs, f"val_{metric}")})
+        for metric in ("loss", "accuracy")
+    ]
+    return {"learning_curves": plots.mean_std_curves(panels, marks=marks)}
+
+
+def _figures_normalization(records):
+    from fmnist import plots
+
+    panels = [
+        (f"training {metric}", {name: _curve(recs, metric) for name, recs in records.items()})
+        for metric in ("loss", "accuracy")
+    ]
+    return {"curves": plots.mean_std_curves(panels)}
+
+
+def _figures_early_stop(records):
+    from fmnist import plots
+
+    s, names = aggregate(records), list(records)
+    panels = [
+        (label, *_means(s, names, key))
+        for label, key in (
+            ("epochs trained", "epochs_run"),
+            ("training seconds", "train_seconds"),
+            ("test accuracy", "accuracy"),
+        )
+    ]
+    return {"early_stop": plots.mean_std_bars(names, panels)}
+
+
+# --------------------------------------------------------------------------- trials
+@dataclass(frozen=True)
+class Trial:
+    """One training (or one check) that one or more variants read their numbers from."""
+
+    config: TrainConfig  # seed set; epochs = the longest variant sharing this run
+    test_at: tuple[int, ...] = ()  # earlier epochs (1-based) after which the test set is evaluated too
+    check_only: bool = False
+
+    @property
+    def cost(self) -> float:
+        """Estimated seconds (for longest-first ordering and the time-left estimate)."""
+        if self.check_only:
+            return COMPILE_S
+        share = min(self.config.train_limit or FULL_TRAIN, FULL_TRAIN) * (1 - self.config.validation_split) / FULL_TRAIN
+        epoch_s = max(MIN_EPOCH_S, EPOCH_S_PER_PARAM * dense_params(self.config.model))
+        return COMPILE_S + self.config.epochs * share * epoch_s
+
+
+def dense_params(spec: ModelSpec) -> int:
+    """Trainable parameters of an MLP spec, without building it (a CNN is counted by its Dense part)."""
+    widths = [math.prod(IMAGE_SHAPE), *spec.hidden, spec.output_units]
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
+def _share_key(variant: Variant, seed: int) -> tuple[TrainConfig, bool]:
+    """Variants with equal keys read one trial: the same training, or the same one cut at fewer epochs."""
+    config = replace(variant.config, seed=0 if variant.check_only else seed)
+    prefix_safe = config.stop_at_loss is None and config.stop_at_accuracy is None and config.early_stopping is None
+    return (replace(config, epochs=1) if prefix_safe or variant.check_only else config), variant.check_only
+
+
+def plan(experiments: Sequence[Experiment], seeds: Sequence[int]) -> tuple[list[Trial], dict]:
+    """The trials to run, in order, and for each (experiment, variant, seed) its (trial index, epochs)."""
+    groups: dict[tuple, list[tuple]] = {}
+    for exp in experiments:
+        for variant in exp.variants:
+            for seed in [0] if variant.check_only else seeds:
+                groups.setdefault(_share_key(variant, seed), []).append((exp.name, variant.name, seed, variant))
+    trials, where = [], {}
+    for (config, check_only), members in groups.items():
+        epochs = sorted({m[3].config.epochs for m in members})
+        trial = Trial(replace(config, epochs=epochs[-1]), tuple(epochs[:-1]), check_only)
+        trials.append((trial, members))
+    # Seed by seed, longest first within each: the two workers stay balanced, and a program compiled
+    # for seed 0 is in the compilation cache long before seed 1 of the same variant needs it.
+    trials.sort(key=lambda tm: (tm[0].config.seed, -tm[0].cost))
+    for i, (_, members) in enumerate(trials):
+        for exp_name, variant_name, seed, variant in members:
+            where[exp_name, variant_name, seed] = (i, variant.config.epochs)
+    return [t for t, _ in trials], where
+
+
+def run_trial(trial: Trial, dataset: tuple | None = None) -> dict:
+    """Train (or check) one trial; returns JSON-ready numbers: history, test metrics, snapshots, params."""
+    from fmnist import data
+
+    dataset = dataset or data.load_data(trial.config.data_dir)
+    if trial.check_only:
+        return _check(trial.config, dataset)
+    from fmnist import train
+
+    (_, _), (x_test, y_test) = dataset
+    snap = _test_at_callback(trial.test_at, x_test, y_test)
+    result = train.train(trial.config, None, callbacks=[snap], dataset=dataset)
+    return {
+        "history": result.history,
+        "metrics": result.metrics,
+        "snapshots": snap.snapshots,
+        "params": int(result.model.count_params()),
+        "fit_seconds": result.train_seconds,
+    }
+
+
+def _test_at_callback(epochs: Sequence[int], x_test, y_test):
+    """A Keras callback that evaluates the test set after the given (1-based) epochs."""
+    from fmnist import engine
+    from fmnist._backend import keras
+
+    class TestAt(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.snapshots: dict[str, dict] = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 in epochs:
+                self.snapshots[str(epoch + 1)] = engine.evaluate(self.model, x_test, y_test)
+
+    return TestAt()
+
+
+def _check(config: TrainConfig, dataset: tuple) -> dict:
+    """Hand the model to fit() as the tutorial would; return the explained error, or None if it trained."""
+    from fmnist import engine, models
+
+    (x_train, y_train), _ = dataset
+    model = models.compile_model(models.build_model(config.model), config.optimizer, config.learning_rate)
+    try:
+        engine.fit(model, x_train[:CHECK_IMAGES], y_train[:CHECK_IMAGES], epochs=1, seed=config.seed)
+    except ModelError as e:
+        return {"error": str(e)}
+    return {"error": None}
+
+
+_worker_dataset: tuple | None = None  # set in each worker process by _init_worker; None in the parent
+
+
+def _init_worker(xla_flags: str, dataset: tuple | None, data_dir: str | None) -> None:
+    """Runs first in each worker: thread settings before XLA starts, then the dataset, once."""
+    global _worker_dataset
+    if xla_flags:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
+    import jax
+
+    from fmnist import data
+
+    # Seeds of one variant compile the same programs: JAX's persistent cache turns a ~3 s compile into
+    # a ~0.1 s load. Only in worker processes, which are ours; a caller's own process is left alone.
+    jax.config.update("jax_compilation_cache_dir", str(data.cache_dir() / COMPILE_CACHE_DIR))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    _worker_dataset = dataset if dataset is not None else data.load_data(data_dir)
+
+
+def _run_in_worker(trial: Trial) -> dict:
+    return run_trial(trial, _worker_dataset)
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int  # trials finished
+    total: int
+    work_done: float  # estimated seconds of the finished trials (see Trial.cost)
+    work_total: float
+    last: str = ""  # what just finished
+
+
+def run_trials(
+    trials: Sequence[Trial],
+    workers: int = DEFAULT_WORKERS,
+    progress: Callable[[Progress], None] | None = None,
+    dataset: tuple | None = None,
+    data_dir: str | None = None,
+) -> list[dict]:
+    """Run every trial; ``workers=0`` runs them in this process, otherwise in that many spawned processes."""
+    results: list[dict | None] = [None] * len(trials)
+    work_total = sum(t.cost for t in trials)
+    done, work_done = 0, 0.0
+
+    def finished(i: int, result: dict) -> None:
+        nonlocal done, work_done
+        results[i], done, work_done = result, done + 1, work_done + trials[i].cost
+        if progress:
+            progress(Progress(done, len(trials), work_done, work_total, _describe_trial(trials[i])))
+
+    if progress:
+        progress(Progress(0, len(trials), 0.0, work_total))
+    if workers <= 0:
+        from fmnist import data
+
+        dataset = dataset or data.load_data(data_dir)
+        for i, trial in enumerate(trials):
+            finished(i, run_trial(trial, dataset))
+        return results
+    flags = SINGLE_THREAD_XLA if workers > 1 else ""
+    pool = cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(flags, dataset, data_dir),
+    )
+    try:
+        futures = {pool.submit(_run_in_worker, trial): i for i, trial in enumerate(trials)}
+        for future in cf.as_completed(futures):
+            finished(futures[future], future.result())
+    except cf.process.BrokenProcessPool as e:
+        raise RunError(f"an experiment worker process died ({e}); if memory is short, run with --workers 1.") from e
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+def _describe_trial(trial: Trial) -> str:
+    what = "check" if trial.check_only else f"{trial.config.epochs} epochs"
+    return f"{trial.config.model.describe()}, {what}, seed {trial.config.seed}"
+
+
+# --------------------------------------------------------------------------- records and results
+def _record(trial_result: dict, epochs: int) -> dict:
+    """One variant's numbers for one seed, read from its trial (cut at ``epochs`` if the trial ran longer)."""
+    if "error" in trial_result:
+        return {"error": trial_result["error"]}
+    full = trial_result["history"]
+    h = {k: v[:epochs] for k, v in full.items()}
+    n = len(h["loss"])
+    metrics = trial_result["metrics"] if n == len(full["loss"]) else trial_result["snapshots"][str(n)]
+    seconds = h["seconds"]
+    steady = statistics.median(seconds[1:]) if n > 1 else seconds[0]
+    rec = {
+        "accuracy": metrics["accuracy"],
+        "loss": metrics["loss"],
+        "epochs_run": n,
+        "train_loss": h["loss"][-1],
+        "train_accuracy": h["accuracy"][-1],
+        "seconds_per_epoch": steady,
+        "compile_seconds": max(0.0, seconds[0] - steady),
+        "train_seconds": sum(seconds),
+        "params": trial_result["params"],
+    }
+    if h.get("val_loss"):
+        best = min(range(n), key=h["val_loss"].__getitem__)
+        rec |= {
+            "val_loss": h["val_loss"][-1],
+            "val_accuracy": h["val_accuracy"][-1],
+            "best_val_epoch": best + 1,
+            "best_val_loss": h["val_loss"][best],
+            "gap": h["val_loss"][-1] - h["loss"][-1],
+        }
+    return rec | {"history": h}
+
+
+def _against_baseline(records: dict[str, list[dict]], baseline: str) -> None:
+    """Add per-seed time saved and accuracy change relative to the baseline variant."""
+    for recs in records.values():
+        for rec, base in zip(recs, records[baseline], strict=True):
+            rec["time_saved"] = 1.0 - rec["train_seconds"] / base["train_seconds"]
+            rec["accuracy_change"] = rec["accuracy"] - base["accuracy"]
+
+
+@dataclass
+class ExperimentResult:
+    experiment: Experiment
+    records: dict[str, list[dict]]  # variant name -> one record per seed (see _record)
+    conclusion: Conclusion
+
+    @property
+    def stats(self) -> dict[str, dict[str, Stat]]:
+        return aggregate(self.records)
+
+
+@dataclass
+class Results:
+    experiments: list[ExperimentResult]
+    seeds: list[int]
+    workers: int
+    trials: int  # distinct trainings and checks run
+    wall_seconds: float
+    epochs_scale: float = 1.0
+    limit: int | None = None
+    started: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+
+def run_experiments(
+    names: Sequence[str],
+    seeds: int | Sequence[int] = DEFAULT_SEEDS,
+    *,
+    workers: int | None = None,
+    epochs_scale: float = 1.0,
+    limit: int | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    dataset: tuple | None = None,
+    data_dir: str | None = None,
+) -> Results:
+    """Run the named experiments (see EXPERIMENT_NAMES), every variant once per seed, and conclude each."""
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seeds:
+        raise FmnistError("at least one seed is needed (--seeds 1 or more).")
+    catalogue = build_experiments(epochs_scale, limit)
+    experiments = [catalogue[n] for name in names for n in resolve_names(name)]
+    workers = DEFAULT_WORKERS if workers is None else workers
+    start = time.perf_counter()
+    trials, where = plan(experiments, seeds)
+    outcomes = run_trials(trials, workers, progress, dataset, data_dir)
+    results = []
+    for exp in experiments:
+        records = {
+            v.name: [
+                _record(outcomes[where[exp.name, v.name, seed][0]], where[exp.name, v.name, seed][1])
+                for seed in ([0] if v.check_only else seeds)
+            ]
+            for v in exp.variants
+        }
+        if exp.baseline:
+            _against_baseline(records, exp.baseline)
+        results.append(ExperimentResult(exp, records, exp.conclude(records)))
+    return Results(results, seeds, workers, len(trials), time.perf_counter() - start, epochs_scale, limit)
+
+
+# --------------------------------------------------------------------------- reports
+def _table_rows(result: ExperimentResult) -> tuple[list[str], list[list[str]]]:
+    exp = result.experiment
+    if not exp.columns:  # the checks: the message is the result
+        return ["variant", "what happened"], [
+            [name, recs[0]["error"] or "no error: it trained"] for name, recs in result.records.items()
+        ]
+    stats = result.stats
+    head = ["variant", *(c.header for c in exp.columns)]
+    rows = [
+        [
+            name,
+            *(stats[name][c.key].fmt(c.digits, c.scale, c.unit) if c.key in stats[name] else "–" for c in exp.columns),
+        ]
+        for name in result.records
+    ]
+    return head, rows
+
+
+def _figure_pngs(result: ExperimentResult) -> dict[str, bytes]:
+    pngs = {}
+    for name, fig in result.experiment.figures(result.records).items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        pngs[f"{result.experiment.name}-{name}.png"] = buf.getvalue()
+    return pngs
+
+
+def _setup_line(results: Results, command: str | None) -> str:
+    scaled = results.epochs_scale != 1.0 or results.limit is not None
+    parts = [
+        f"{len(results.seeds)} seed{'s' * (len(results.seeds) > 1)} ({', '.join(map(str, results.seeds))})",
+        f"{results.trials} distinct trainings/checks",
+        f"{results.workers} worker process{'es' * (results.workers != 1)}" if results.workers else "in-process",
+        f"{results.wall_seconds:.0f} s wall-clock ({results.wall_seconds / 60:.1f} min) on {os.cpu_count()} CPU cores",
+    ]
+    text = "; ".join(parts) + "."
+    if scaled:
+        text += (
+            f" Reduced budget: epochs × {results.epochs_scale}"
+            + (f", first {results.limit:,} training images" if results.limit else "")
+            + " — not the tutorial's settings."
+        )
+    if command:
+        text += f" Command: `{command}`."
+    return text
+
+
+SPREAD_RULE = (
+    "Numbers are mean ± standard deviation over seeds. A difference counts only when it is larger than the "
+    "seed-to-seed spread: |mean₁ − mean₂| > std₁ + std₂ (the two intervals do not overlap)."
+)
+
+
+def render_markdown(results: Results, command: str | None = None, figures: Sequence[str] | None = None) -> str:
+    """The report as Markdown; figures are linked as figures/<name>.png (write_reports saves them)."""
+    if figures is None:
+        figures = [k for r in results.experiments for k in _figure_pngs(r)]
+    lines = [
+        "# fmnist experiments: the tutorial's questions, measured",
+        "",
+        _setup_line(results, command),
+        "",
+        SPREAD_RULE,
+        "",
+    ]
+    lines += ["| experiment | verdict | measured answer |", "|---|---|---|"]
+    lines += [f"| {r.experiment.name} | {r.conclusion.verdict} | {r.conclusion.text} |" for r in results.experiments]
+    for r in results.experiments:
+        exp = r.experiment
+        lines += ["", f"## {exp.name}: {exp.title}", "", exp.question, "", f"> “{exp.claim}” — {SOURCE}", ""]
+        lines += [f"**Measured ({r.conclusion.verdict} with the tutorial):** {r.conclusion.text}", ""]
+        head, rows = _table_rows(r)
+        if exp.columns:
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+        else:
+            for name, message in rows:
+                lines += [f"**{name}**", "", "```", message, "```", ""]
+        if exp.note:
+            lines += ["", f"_{exp.note}_"]
+        for png in figures:
+            if png.startswith(f"{exp.name}-"):
+                lines += ["", f"![{exp.name}](figures/{png})"]
+    return "\n".join(lines) + "\n"
+
+
+CSS = """
+body { margin:0; background:#f5f6f8; color:#1d2330; font:15px/1.5 system-ui, "DejaVu Sans", sans-serif; }
+main { max-width:1180px; margin:0 auto; padding:28px 24px 48px; }
+h1 { font-size:25px; margin:0 0 6px; } h2 { font-size:19px; margin:36px 0 8px; border-bottom:2px solid #dde1e7; }
+.muted { color:#5b6472; font-size:13px; }
+blockquote { margin:10px 0; padding:8px 14px; border-left:4px solid #9aa6b8; background:#fff; font-style:italic; }
+.answer { background:#fff; border:1px solid #dde1e7; border-radius:8px; padding:10px 14px; }
+.verdict { display:inline-block; padding:1px 8px; border-radius:10px; font-weight:600; font-size:13px; color:#fff; }
+.agrees { background:#2e7d32; } .partly { background:#b7791f; } .disagrees { background:#c0392b; }
+table { border-collapse:collapse; background:#fff; border:1px solid #dde1e7; margin:12px 0;
+        font-variant-numeric:tabular-nums; font-size:14px; }
+th, td { padding:5px 10px; border-bottom:1px solid #dde1e7; text-align:right; vertical-align:top; }
+th { background:#eef1f5; } td:first-child, th:first-child { text-align:left; white-space:nowrap; }
+td.text { text-align:left; white-space:normal; }
+pre { background:#fff; border:1px solid #dde1e7; padding:10px; white-space:pre-wrap; }
+img { max-width:100%; background:#fff; border:1px solid #dde1e7; border-radius:8px; margin-top:12px; }
+"""
+
+
+def _badge(verdict: str) -> str:
+    cls = {"agrees": "agrees", "partly agrees": "partly"}.get(verdict, "disagrees")
+    return f'<span class="verdict {cls}">{html.escape(verdict)}</span>'
+
+
+def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]], text_cols: Sequence[int] = ()) -> str:
+    e = html.escape
+    out = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"]
+    for row in rows:
+        cells = "".join(
+            f'<td class="text">{cell}</td>' if i in text_cols else f"<td>{e(cell)}</td>" for i, cell in enumerate(row)
+        )
+        out.append(f"<tr>{cells}</tr>")
+    return "\n".join(out) + "</table>"
+
+
+def render_html(results: Results, command: str | None = None, pngs: dict[str, bytes] | None = None) -> str:
+    """One self-contained page: inline CSS, figures as base64 ``data:`` URIs, no scripts or links."""
+    e = html.escape
+    pngs = pngs if pngs is not None else {k: v for r in results.experiments for k, v in _figure_pngs(r).items()}
+    summary = _html_table(
+        ["experiment", "verdict", "measured answer"],
+        [[e(r.experiment.name), _badge(r.conclusion.verdict), e(r.conclusion.text)] for r in results.experiments],
+        text_cols=(0, 1, 2),
+    )
+    body = [
+        "<h1>fmnist experiments: the tutorial's questions, measured</h1>",
+        f'<p class="muted">{e(_setup_line(results, command))}</p>',
+        f'<p class="muted">{e(SPREAD_RULE)}</p>',
+        summary,
+    ]
+    for r in results.experiments:
+        exp = r.experiment
+        body += [
+            f'<h2 id="{e(exp.name)}">{e(exp.name)}: {e(exp.title)}</h2>',
+            f"<p>{e(exp.question)}</p>",
+            f"<blockquote>“{e(exp.claim)}”<br><span class='muted'>— {e(SOURCE)}</span></blockquote>",
+            f'<div class="answer">{_badge(r.conclusion.verdict)} with the tutorial. {e(r.conclusion.text)}</div>',
+        ]
+        head, rows = _table_rows(r)
+        if exp.columns:
+            body.append(_html_table(head, rows))
+        else:
+            for name, message in rows:
+                body += [f"<p><b>{e(name)}</b></p>", f"<pre>{e(message)}</pre>"]
+        if exp.note:
+            body.append(f'<p class="muted">{e(exp.note)}</p>')
+        for name, png in pngs.items():
+            if name.startswith(f"{exp.name}-"):
+                body.append(f'<img alt="{e(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>fmnist experiments</title><style>{CSS}</style></head>\n<body><main>\n"
+        + "\n".join(body)
+        + "\n</main></body></html>\n"
+    )
+
+
+def results_json(results: Results) -> dict:
+    """Everything measured, JSON-ready: setup, per-variant per-seed records (with histories), stats, conclusions."""
+    return {
+        "started": results.started,
+        "seeds": results.seeds,
+        "workers": results.workers,
+        "trials": results.trials,
+        "wall_seconds": round(results.wall_seconds, 2),
+        "epochs_scale": results.epochs_scale,
+        "limit": results.limit,
+        "cpu_count": os.cpu_count(),
+        "experiments": {
+            r.experiment.name: {
+                "claim": r.experiment.claim,
+                "verdict": r.conclusion.verdict,
+                "conclusion": r.conclusion.text,
+                "configs": {v.name: v.config.to_dict() for v in r.experiment.variants},
+                "stats": {v: {k: [s.mean, s.std, s.n] for k, s in st.items()} for v, st in r.stats.items()},
+                "records": r.records,
+            }
+            for r in results.experiments
+        },
+    }
+
+
+MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
+RESULTS_FILE = "results.json"
+
+
+def write_reports(results: Results, out: Path, command: str | None = None) -> dict[str, Path]:
+    """Write report.md (+ figures/*.png), report.html (self-contained) and results.json into ``out``."""
+    out = Path(out)
+    pngs = {k: v for r in results.experiments for k, v in _figure_pngs(r).items()}
+    for name, png in pngs.items():
+        runs.write_bytes(out / runs.FIGURES_DIR / name, png)
+    return {
+        "markdown": runs.write_text(out / MARKDOWN_FILE, render_markdown(results, command, list(pngs))),
+        "html": runs.write_text(out / HTML_FILE, render_html(results, command, pngs)),
+        "results": runs.write_text(out / RESULTS_FILE, json.dumps(results_json(results), indent=1) + "\n"),
+    }

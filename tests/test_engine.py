@@ -1,0 +1,203 @@
+"""fmnist.fit: Keras semantics (callbacks, History, partial batches, validation), determinism,
+the explained mistakes, and equivalence with Model.fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fmnist import engine, models
+from fmnist._backend import keras
+from fmnist.errors import ModelError
+
+
+def seed_model(seed=0, **spec):
+    keras.utils.set_random_seed(seed)
+    return models.compile_model(models.build_model(models.ModelSpec(**spec)))
+
+
+def weights(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+class TutorialCallback(keras.callbacks.Callback):
+    """The tutorial's class, verbatim apart from the threshold being a parameter."""
+
+    def __init__(self, threshold):
+        super().__init__()
+        self.threshold = threshold
+
+    def on_epoch_end(self, epoch, logs={}):  # noqa: B006 (the tutorial's signature)
+        if logs.get("loss") < self.threshold:
+            print("\nLoss is low so cancelling training!")
+            self.model.stop_training = True
+
+
+def test_history_matches_model_fit_keys_and_values(tiny_data):
+    x, y = tiny_data
+    ours = engine.fit(seed_model(), x, y, epochs=2, validation_split=0.2, shuffle=False)
+    theirs = seed_model().fit(x, y, epochs=2, validation_split=0.2, shuffle=False, verbose=0)
+    assert isinstance(ours, keras.callbacks.History)
+    assert sorted(ours.history) == sorted(theirs.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    for key in theirs.history:
+        np.testing.assert_allclose(ours.history[key], theirs.history[key], rtol=1e-3, atol=1e-4, err_msg=key)
+
+
+def test_same_weights_as_model_fit_with_partial_last_batch(tiny_data):
+    """100 images, batch 32: 3 full batches and one of 4, trained as Model.fit trains them."""
+    x, y = tiny_data[0][:100], tiny_data[1][:100]
+    ours, theirs = seed_model(), seed_model()
+    engine.fit(ours, x, y, epochs=2, batch_size=32, shuffle=False)
+    theirs.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+    assert int(ours.optimizer.iterations.numpy()) == 2 * 4
+    for a, b in zip(weights(ours), weights(theirs), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_tutorial_callback_stops_after_first_epoch_below_threshold(tiny_data):
+    x, y = tiny_data
+    losses = engine.fit(seed_model(), x, y, epochs=6, seed=1).history["loss"]
+    threshold = (losses[2] + losses[3]) / 2  # first crossed at epoch index 3
+    assert losses[2] > threshold > losses[3]
+    history = engine.fit(seed_model(), x, y, epochs=6, seed=1, callbacks=[TutorialCallback(threshold)])
+    assert len(history.history["loss"]) == 4
+    np.testing.assert_allclose(history.history["loss"], losses[:4], rtol=1e-6)
+
+
+def test_same_seed_same_history_different_seed_different(tiny_data):
+    x, y = tiny_data
+    a = engine.fit(seed_model(), x, y, epochs=3, seed=7, validation_split=0.1).history
+    b = engine.fit(seed_model(), x, y, epochs=3, seed=7, validation_split=0.1).history
+    c = engine.fit(seed_model(), x, y, epochs=3, seed=8, validation_split=0.1).history
+    assert a == b
+    assert a["loss"] != c["loss"]
+
+
+def test_early_stopping_restores_best_weights(tiny_data):
+    x, y = tiny_data  # random labels: validation loss rises quickly, so patience runs out
+
+    class Snapshots(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.weights = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights.append(weights(self.model))
+
+    snaps = Snapshots()
+    stop = keras.callbacks.EarlyStopping("val_loss", patience=2, restore_best_weights=True)
+    model = seed_model(hidden=(256,))
+    history = engine.fit(
+        model, x, y, epochs=30, validation_split=0.3, callbacks=[snaps, stop], seed=0, batch_size=16
+    ).history
+    epochs_run = len(history["val_loss"])
+    assert epochs_run < 30, "validation loss on random labels should stop improving"
+    best = int(np.argmin(history["val_loss"]))
+    assert epochs_run == best + 1 + 2
+    for a, b in zip(weights(model), snaps.weights[best], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_validation_metrics_equal_evaluate_on_held_out_part(tiny_data):
+    x, y = tiny_data
+    model = seed_model()
+    history = engine.fit(model, x, y, epochs=2, validation_split=0.25)
+    held_x, held_y = x[150:], y[150:]  # the last quarter, as Model.fit holds it out
+    expected = model.evaluate(held_x, held_y, verbose=0, return_dict=True)
+    assert history.history["val_loss"][-1] == pytest.approx(expected["loss"], rel=1e-4)
+    assert history.history["val_accuracy"][-1] == pytest.approx(expected["accuracy"], abs=1e-6)
+    val = engine.fit(seed_model(), x[:150], y[:150], epochs=1, validation_data=(held_x, held_y)).history
+    assert set(val) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_keras_callbacks_checkpoint_csv_terminate_on_nan(tiny_data, tmp_path):
+    x, y = tiny_data
+    ckpt = tmp_path / "best.keras"
+    csv = tmp_path / "log.csv"
+    engine.fit(
+        seed_model(),
+        x,
+        y,
+        epochs=3,
+        validation_split=0.2,
+        callbacks=[keras.callbacks.ModelCheckpoint(ckpt), keras.callbacks.CSVLogger(csv)],
+    )
+    assert keras.saving.load_model(ckpt).count_params() > 0
+    lines = csv.read_text().strip().splitlines()
+    assert lines[0].split(",")[0] == "epoch" and len(lines) == 4
+
+    poisoned = x.astype(np.float32)
+    poisoned[0, 0, 0] = np.nan  # one NaN pixel makes the first chunk's loss NaN
+    model = seed_model()
+    history = engine.fit(model, poisoned, y, epochs=5, shuffle=False, callbacks=[keras.callbacks.TerminateOnNaN()])
+    assert model.stop_training
+    assert len(history.history["loss"]) == 1 and np.isnan(history.history["loss"][0])
+
+
+def test_batch_norm_statistics_and_conv_models_train(tiny_data):
+    x, y = tiny_data[0][:64], tiny_data[1][:64]
+    model = seed_model(arch="cnn", conv_filters=(4,), hidden=(8,), dropout=0.5)
+    bn = model.get_layer("bn0")
+    before = np.array(bn.moving_mean)
+    history = engine.fit(model, x, y, epochs=2, batch_size=16)
+    assert not np.allclose(np.array(bn.moving_mean), before), "BatchNormalization statistics were not carried"
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_wrong_output_width_is_explained_before_training(tiny_data):
+    x, y = tiny_data
+    model = seed_model(output_units=5)
+    with pytest.raises(ModelError, match=r"labels go up to 9 but the output layer has 5 units"):
+        engine.fit(model, x, y, epochs=1)
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def test_missing_flatten_is_explained_with_the_shape_that_reached_the_loss(tiny_data):
+    x, y = tiny_data
+    with pytest.raises(ModelError, match=r"output has shape \(None, 28, 10\).*Flatten"):
+        engine.fit(seed_model(flatten=False), x, y, epochs=1)
+
+
+def test_uncompiled_model_and_mismatched_lengths_are_errors(tiny_data):
+    x, y = tiny_data
+    with pytest.raises(ModelError, match="not compiled"):
+        engine.fit(models.build_model(), x, y)
+    with pytest.raises(ModelError, match="200 images but 10 labels"):
+        engine.fit(seed_model(), x, y[:10])
+
+
+def test_predict_proba_pads_any_batch_size_consistently(tiny_data):
+    x, _ = tiny_data
+    model = seed_model()
+    full = engine.predict_proba(model, x)
+    assert full.shape == (200, 10)
+    np.testing.assert_allclose(full.sum(axis=1), 1.0, rtol=1e-5)
+    for n in (1, 3, 17):
+        np.testing.assert_allclose(engine.predict_proba(model, x[:n]), full[:n], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(full, model.predict(x, verbose=0), rtol=1e-5, atol=1e-7)
+
+
+def test_saved_model_loads_with_plain_keras_and_gives_same_predictions(tiny_data, tmp_path):
+    from fmnist import runs
+
+    x, y = tiny_data
+    model = seed_model()
+    engine.fit(model, x, y, epochs=1)
+    path = runs.save_model(tmp_path / "model.keras", model)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(engine.predict_proba(loaded, x), engine.predict_proba(model, x), rtol=1e-6)
+    assert engine.evaluate(loaded, x, y) == engine.evaluate(model, x, y)
+
+
+@pytest.mark.slow
+def test_seed_program_accuracy_matches_model_fit_over_three_seeds(dataset):
+    """The issue's equivalence bar: mean test accuracy within 1 point of Model.fit's."""
+    (x, y), (xt, yt) = dataset
+    ours, theirs = [], []
+    for seed in range(3):
+        model = seed_model(seed)
+        engine.fit(model, x, y, epochs=5, seed=seed)
+        ours.append(engine.evaluate(model, xt, yt)["accuracy"])
+        model = seed_model(seed)
+        model.fit(x, y, epochs=5, verbose=0)
+        theirs.append(model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"])
+    assert abs(np.mean(ours) - np.mean(theirs)) < 0.01, (ours, theirs)

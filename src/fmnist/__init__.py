@@ -27,6 +27,9 @@ _LAZY = {
     "TrainConfig": "fmnist.train",
     "train": "fmnist.train",
     "load_model": "fmnist.runs",
+    "Predictor": "fmnist.predict",
+    "to_fashion_mnist": "fmnist.images",
+    "load_image": "fmnist.images",
 }
 
 

@@ -268,9 +268,13 @@ def report_cmd(
     import webbrowser
 
     from fmnist import report, runs
+    from fmnist.errors import RunError
 
-    runs.resolve_model_path(run)  # a clear error for a path that is not a run
-    page = report.write_run_report(run, dataset=_load(data_dir) if data_dir else None)
+    run_dir = runs.run_dir_of(run)
+    if run_dir is None:
+        raise RunError(f"{run} is a model file outside a run directory: a report needs the run's config.json.")
+    runs.resolve_model_path(run_dir)  # a clear error for a folder that holds no model
+    page = report.write_run_report(run_dir, dataset=_load(data_dir) if data_dir else None)
     out.print(f"wrote {page}")
     if open_it:
         # Without a display, webbrowser would fall back to a text browser that takes over the terminal.
@@ -410,6 +414,56 @@ def experiment(
         f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
     )
     out.print(f"wrote [bold]{paths['markdown']}[/], {paths['html']} and {paths['results']}")
+
+
+# ---- predict
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(metavar="RUN_OR_MODEL", help="Run directory or .keras model file.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(metavar="IMAGE", help="Image files (PNG, JPEG, WebP, GIF, BMP, TIFF) or folders of them."),
+    ],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=10, help="Classes shown per image.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of tables.")] = False,
+    save_preprocessed: Annotated[
+        Path | None, typer.Option(help="Folder to write the 28×28 image the model saw for each input.")
+    ] = None,
+) -> None:
+    """Classify your own images: each is converted by Fashion-MNIST's recipe, then predicted.
+
+    A folder means every image in it. A file that cannot be read gets one error line on stderr, the others are still predicted, and the exit code is 1.
+    """  # noqa: E501 (one paragraph: Typer keeps line breaks)
+    import json
+
+    from rich.markup import escape
+
+    from fmnist.predict import Predictor
+    from fmnist.predict import save_preprocessed as save_inputs
+
+    predictor = Predictor.load(run)
+    predictions, errors = predictor.predict_files(inputs)
+    for e in errors:
+        err.print(f"[bold red]error:[/] {escape(str(e))}")
+    saved = save_inputs(predictions, save_preprocessed) if save_preprocessed else [None] * len(predictions)
+    for p, path in zip(predictions, saved, strict=True):
+        if as_json:  # plain print: exactly one object per line, never wrapped, for pipes and `jq`
+            print(json.dumps({**p.to_dict(top_k), "preprocessed": str(path) if path else None}), flush=True)
+            continue
+        table = Table(
+            Column("#", justify="right"), "class", Column("probability", justify="right"), "",
+            title=f"{escape(p.source or '')}: [bold]{p.class_name}[/] ({p.probability:.1%})",
+            title_justify="left", box=None, pad_edge=False,
+        )  # fmt: skip
+        for rank, (label, name, prob) in enumerate(p.top(top_k), 1):
+            table.add_row(str(rank), f"{name} ({label})", f"{prob:.1%}", "█" * round(prob * 20))
+        out.print(table)
+        if path:
+            out.print(f"  model input saved as {escape(str(path))}")
+    if not as_json:
+        out.print(f"{len(predictions)} image{'s' * (len(predictions) != 1)} predicted, {len(errors)} failed")
+    if errors:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -430,7 +430,9 @@ def _conclude_mistakes(records: dict[str, list[dict]]) -> Conclusion:
     errors = {name: recs[0].get("error") for name, recs in records.items()}
     parts = [e is not None for e in errors.values()]
     text = "; ".join(
-        f"{name}: {'stopped before training with an explained error' if e else 'trained without any error'}"
+        f"{name}: stopped before training with an explained error (“{e.split('. ')[0].rstrip('.')}”)"
+        if e
+        else f"{name}: trained without any error"
         for name, e in errors.items()
     )
     return Conclusion(text + ".", _agreement(parts))

@@ -51,6 +51,13 @@ def main() -> None:
         sys.exit(130)
 
 
+def _use_compilation_cache() -> None:
+    """Reuse compiled XLA programs across runs (~/.cache/fmnist/xla): later commands start seconds faster."""
+    from fmnist import engine
+
+    engine.enable_compilation_cache(data.cache_dir() / "xla")
+
+
 def _load(data_dir: Path | None):
     """load_data with a download progress bar on stderr if a download is needed."""
     return data.load_data(data_dir, progressbar=_DownloadBar())
@@ -197,6 +204,7 @@ def train(
         data_dir=str(data_dir) if data_dir else None,
     )  # fmt: skip
     dataset = _load(data_dir)
+    _use_compilation_cache()
     out.print(f"training {spec.describe()} for {epochs} epochs, batch {batch_size}, seed {seed}")
     result = train_job(config, out_dir, callbacks=[_progress_callback()], dataset=dataset)
     m = result.metrics
@@ -216,6 +224,7 @@ def evaluate(
     """Evaluate a saved model on the test set; writes metrics.json into its run directory."""
     from fmnist import engine, runs
 
+    _use_compilation_cache()
     model = runs.load_model(run)
     _, (x_test, y_test) = _load(data_dir)
     metrics = engine.evaluate(model, x_test, y_test)

@@ -838,6 +838,8 @@ def _setup_line(results: Results, command: str | None) -> str:
         f"{results.wall_seconds:.0f} s wall-clock ({results.wall_seconds / 60:.1f} min) on {os.cpu_count()} CPU cores",
     ]
     text = "; ".join(parts) + "."
+    if len(results.seeds) == 1:
+        text += " With one seed there is no spread to compare against, so every difference counts: provisional."
     if scaled:
         text += (
             f" Reduced budget: epochs × {results.epochs_scale}"
@@ -901,7 +903,7 @@ table { border-collapse:collapse; background:#fff; border:1px solid #dde1e7; mar
         font-variant-numeric:tabular-nums; font-size:14px; }
 th, td { padding:5px 10px; border-bottom:1px solid #dde1e7; text-align:right; vertical-align:top; }
 th { background:#eef1f5; } td:first-child, th:first-child { text-align:left; white-space:nowrap; }
-td.text { text-align:left; white-space:normal; }
+td.text, th.text { text-align:left; white-space:normal; } .verdict { white-space:nowrap; }
 pre { background:#fff; border:1px solid #dde1e7; padding:10px; white-space:pre-wrap; }
 img { max-width:100%; background:#fff; border:1px solid #dde1e7; border-radius:8px; margin-top:12px; }
 """
@@ -914,7 +916,11 @@ def _badge(verdict: str) -> str:
 
 def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]], text_cols: Sequence[int] = ()) -> str:
     e = html.escape
-    out = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"]
+    out = [
+        "<table><tr>"
+        + "".join(f'<th class="{"text" if i in text_cols else ""}">{e(h)}</th>' for i, h in enumerate(head))
+        + "</tr>"
+    ]
     for row in rows:
         cells = "".join(
             f'<td class="text">{cell}</td>' if i in text_cols else f"<td>{e(cell)}</td>" for i, cell in enumerate(row)

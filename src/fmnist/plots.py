@@ -116,6 +116,7 @@ def mean_std_curves(panels: Sequence[tuple], marks: Sequence[int] = ()) -> Figur
             ax.fill_between(epochs, mean - std, mean + std, alpha=0.25)
         for m in marks:
             ax.axvline(m, color="gray", ls="--", lw=1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

@@ -111,3 +111,18 @@ def test_train_config_rejects_nonsense():
     with pytest.raises(FmnistError, match="epochs"):
         TrainConfig(epochs=0)
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
+def test_staged_dir_replaces_whole_or_keeps_the_old_run(tmp_path):
+    target = tmp_path / "run"
+    with runs.staged_dir(target) as stage:
+        (stage / "a.txt").write_text("first")
+    assert (target / "a.txt").read_text() == "first"
+    with pytest.raises(KeyboardInterrupt), runs.staged_dir(target) as stage:
+        (stage / "a.txt").write_text("half")
+        raise KeyboardInterrupt  # an interrupted save
+    assert (target / "a.txt").read_text() == "first"
+    with runs.staged_dir(target) as stage:
+        (stage / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"], "no staging or old folders left behind"

@@ -656,8 +656,13 @@ def run_trials(
     progress: Callable[[Progress], None] | None = None,
     dataset: tuple | None = None,
     data_dir: str | None = None,
+    xla_flags: str | None = None,
 ) -> list[dict]:
-    """Run every trial; ``workers=0`` runs them in this process, otherwise in that many spawned processes."""
+    """Run every trial; ``workers=0`` runs them in this process, otherwise in that many spawned processes.
+
+    ``xla_flags`` (added to each worker's XLA_FLAGS) defaults to single-threaded XLA when there are
+    several workers and to XLA's own threading for one (benchmarks/experiment_workers.py compares them).
+    """
     results: list[dict | None] = [None] * len(trials)
     work_total = sum(t.cost for t in trials)
     done, work_done = 0, 0.0
@@ -677,7 +682,7 @@ def run_trials(
         for i, trial in enumerate(trials):
             finished(i, run_trial(trial, dataset))
         return results
-    flags = SINGLE_THREAD_XLA if workers > 1 else ""
+    flags = xla_flags if xla_flags is not None else SINGLE_THREAD_XLA if workers > 1 else ""
     pool = cf.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),

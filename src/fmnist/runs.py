@@ -17,8 +17,10 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,29 @@ def save_model(path: Path, model) -> Path:
     return path
 
 
+@contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """Fill a directory under a hidden temporary name; on success it replaces ``target``.
+
+    An interrupted or failed run leaves the previous ``target`` (if any) untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        stage.chmod(0o755)
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old-{os.getpid()}") if target.exists() else None
+    if old is not None:
+        os.replace(target, old)
+    os.replace(stage, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- history
 def history_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
     """``{'loss': [..], ...}`` -> ``[{'epoch': 1, 'loss': .., ...}, ...]``."""
@@ -144,5 +169,5 @@ def iter_runs(root: Path = DEFAULT_ROOT) -> Iterator[Path]:
     """Run directories under ``root`` (those with a config.json), newest first."""
     if not Path(root).is_dir():
         return iter(())
-    runs = [p for p in Path(root).iterdir() if (p / CONFIG_FILE).is_file()]
+    runs = [p for p in Path(root).iterdir() if not p.name.startswith(".") and (p / CONFIG_FILE).is_file()]
     return iter(sorted(runs, key=lambda p: (p / CONFIG_FILE).stat().st_mtime, reverse=True))

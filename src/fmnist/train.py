@@ -145,7 +145,8 @@ def train(
     hist = {k: [float(v) for v in vs] for k, vs in history.history.items()} | {"seconds": timer.seconds}
     metrics = engine.evaluate(model, x_test, y_test)
     if out is not None:
-        save_run(Path(out), model, config, hist, metrics, train_seconds)
+        with runs.staged_dir(Path(out)) as stage:  # all or nothing: a previous run there survives a failure
+            save_run(stage, model, config, hist, metrics, train_seconds)
     return TrainResult(model, hist, metrics, train_seconds, Path(out) if out is not None else None)
 
 

@@ -22,7 +22,7 @@ from fmnist.errors import ImageError
 
 BG, DARK, STRIPE = 235, 40, 120  # levels of the synthetic photo: light background, dark garment, a lighter stripe
 LOSSLESS_MAE = 2.0  # mean |difference| in gray levels allowed for lossless formats (palette rounding, luma)
-LOSSY_MAE = 8.0  # for JPEG / lossy WebP
+LOSSY_CORRELATION = 0.97  # lossy formats: same picture; ringing may dim it a little (the brightest pixel sets 255)
 
 
 def garment_mask(h: int = 240, w: int = 180, dx: int = 0, dy: int = 0) -> Image.Image:
@@ -57,6 +57,13 @@ def mae(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(float) - b.astype(float)).mean())
 
 
+def close(a: np.ndarray, b: np.ndarray, lossy: bool) -> bool:
+    """Lossless: nearly equal levels. Lossy: the same picture up to compression noise and brightness."""
+    if lossy:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) > LOSSY_CORRELATION
+    return mae(a, b) < LOSSLESS_MAE
+
+
 def convert_file(path) -> np.ndarray:
     out = images.to_fashion_mnist(images.load_image(path))
     assert out.shape == (28, 28) and out.dtype == np.uint8
@@ -67,7 +74,7 @@ def convert_file(path) -> np.ndarray:
 def test_reference_follows_the_recipe(reference):
     """Negated (garment bright on black), trimmed to 28 on the long edge, centred."""
     assert reference.shape == (28, 28) and reference.dtype == np.uint8
-    assert reference[:, :3].max() < 30 and reference[:, -3:].max() < 30  # black margins beside the garment
+    assert reference[:, :2].max() < 30 and reference[:, -2:].max() < 30  # black margins beside the garment
     rows, cols = np.flatnonzero(reference.max(1) > 30), np.flatnonzero(reference.max(0) > 30)
     assert rows[-1] - rows[0] + 1 >= 27  # the long (vertical) edge fills the frame
     assert 17 <= cols[-1] - cols[0] + 1 <= 24  # aspect ratio kept: 131 / 171 of 28 ≈ 21
@@ -78,17 +85,17 @@ def test_reference_follows_the_recipe(reference):
 def test_position_scale_and_background_level_do_not_matter(reference):
     moved = images.to_fashion_mnist(photo(garment_mask(300, 260, dx=60, dy=40)))
     assert mae(moved, reference) < 1.0
-    big = photo().resize((540, 720), Image.Resampling.LANCZOS)
-    assert mae(images.to_fashion_mnist(big), reference) < 6.0
+    big = photo().resize((540, 720), Image.Resampling.BICUBIC)
+    assert close(images.to_fashion_mnist(big), reference, lossy=True)
     grey = images.to_fashion_mnist(photo(background=(200, 200, 200)))  # a grey table instead of white
-    assert mae(grey, reference) < 6.0
+    assert mae(grey, reference) < LOSSLESS_MAE
 
 
 def test_dark_background_is_not_negated(reference):
-    inverted = Image.fromarray(255 - np.asarray(photo()))  # light garment on black
-    out = images.to_fashion_mnist(inverted)
-    assert out[0].max() == 0  # the background stays black
-    assert mae(out, 255 - reference) > 40  # and the garment keeps its own polarity
+    """A light garment on black is already in the dataset's polarity: it gives the same image."""
+    out = images.to_fashion_mnist(Image.fromarray(255 - np.asarray(photo())))
+    assert out[:, :2].max() < 30  # black stays black
+    assert mae(out, reference) < LOSSLESS_MAE
 
 
 def test_fashion_mnist_image_passes_through_unchanged(dataset):
@@ -177,28 +184,28 @@ def test_bad_arrays_are_image_errors(bad):
 
 # --------------------------------------------------------------------------- file kinds
 @pytest.mark.parametrize(
-    ("fmt", "suffix", "mode", "tolerance"),
+    ("fmt", "suffix", "mode", "lossy"),
     [
-        ("PNG", ".png", "RGB", LOSSLESS_MAE),
-        ("PNG", ".png", "L", LOSSLESS_MAE),
-        ("JPEG", ".jpg", "RGB", LOSSY_MAE),
-        ("JPEG", ".jpeg", "L", LOSSY_MAE),
-        ("WEBP", ".webp", "RGB", LOSSY_MAE),
-        ("GIF", ".gif", "P", LOSSLESS_MAE),
-        ("BMP", ".bmp", "RGB", LOSSLESS_MAE),
-        ("TIFF", ".tiff", "RGB", LOSSLESS_MAE),
-        ("TIFF", ".tif", "CMYK", LOSSLESS_MAE),
-        ("JPEG", ".jpg", "CMYK", LOSSY_MAE),
-        ("PNG", ".png", "P", LOSSLESS_MAE),
-        ("BMP", ".bmp", "P", LOSSLESS_MAE),
+        ("PNG", ".png", "RGB", False),
+        ("PNG", ".png", "L", False),
+        ("JPEG", ".jpg", "RGB", True),
+        ("JPEG", ".jpeg", "L", True),
+        ("WEBP", ".webp", "RGB", True),
+        ("GIF", ".gif", "P", False),
+        ("BMP", ".bmp", "RGB", False),
+        ("TIFF", ".tiff", "RGB", False),
+        ("TIFF", ".tif", "CMYK", False),
+        ("JPEG", ".jpg", "CMYK", True),
+        ("PNG", ".png", "P", False),
+        ("BMP", ".bmp", "P", False),
     ],
 )
-def test_file_formats_and_modes(tmp_path, reference, fmt, suffix, mode, tolerance):
+def test_file_formats_and_modes(tmp_path, reference, fmt, suffix, mode, lossy):
     im = photo().convert(mode) if mode != "P" else photo().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     path = tmp_path / f"garment{suffix}"
     im.save(path, fmt)
     assert Image.open(path).mode == mode  # really written in the mode under test
-    assert mae(convert_file(path), reference) < tolerance
+    assert close(convert_file(path), reference, lossy)
 
 
 def test_lossless_webp(tmp_path, reference):
@@ -257,9 +264,9 @@ def test_exif_orientation(tmp_path, reference, orientation, stored_as):
     path = tmp_path / "phone.jpg"
     stored.save(path, "JPEG", quality=95, exif=exif)
     upright = convert_file(path)
-    assert mae(upright, reference) < LOSSY_MAE
-    assert mae(images.to_fashion_mnist(stored), reference) > 2 * LOSSY_MAE  # the tag really mattered
-    assert mae(images.to_fashion_mnist(Image.open(path)), reference) < LOSSY_MAE  # also for an opened image
+    assert close(upright, reference, lossy=True)
+    assert not close(images.to_fashion_mnist(stored), reference, lossy=True)  # the tag really mattered
+    assert close(images.to_fashion_mnist(Image.open(path)), reference, lossy=True)  # also for an opened image
 
 
 # --------------------------------------------------------------------------- transparency

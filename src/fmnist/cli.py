@@ -382,7 +382,7 @@ def experiment(
     ],
     seeds: Annotated[int, typer.Option(help="Runs per variant, reported as mean ± std.")] = 3,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the reports (default: experiments/NAME).")
+        Path | None, typer.Option("--out", help="Folder for the reports (default: runs/experiments/NAME).")
     ] = None,
     epochs_scale: Annotated[float, typer.Option(help="Multiply every epoch count (e.g. 0.2 for a quick look).")] = 1.0,
     limit: Annotated[int | None, typer.Option(help="Train on the first N images only (quick trials).")] = None,
@@ -398,7 +398,7 @@ def experiment(
     if seeds < 1:
         raise FmnistError(f"--seeds must be at least 1, got {seeds}.")
     workers = ex.DEFAULT_WORKERS if workers is None else workers
-    target = out_dir or Path("experiments") / name
+    target = out_dir or Path("runs") / "experiments" / name
     dataset = _load(data_dir)  # verifies (or downloads) once here; worker processes read the array cache
     command = f"fmnist experiment {name} --seeds {seeds}" + "".join(
         f" {flag} {value}"

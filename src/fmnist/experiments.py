@@ -9,7 +9,7 @@ words, and a conclusion function that turns the measured numbers into a sentence
 verdict (agrees / partly agrees / disagrees) — never a canned sentence.
 
     results = run_experiments(["hidden-units"], seeds=3)
-    write_reports(results, Path("experiments/hidden-units"))   # report.md, report.html, results.json
+    write_reports(results, Path("runs/experiments/hidden-units"))   # report.md, report.html, results.json
 
 How trials run, and why:
 - Every variant trains once per seed (default 3) and is reported as mean ± std. A
@@ -20,10 +20,13 @@ How trials run, and why:
   longest, evaluated on the test set after the shorter ones' last epoch. Training is
   deterministic per seed, so "epoch 5 of a 30-epoch run" *is* a 5-epoch run
   (tests/test_experiments.py checks it).
-- Trials run in worker processes (``spawn``), longest first. With several workers each
+- Trials run in worker processes (``spawn``), seed by seed and longest first within a seed;
+  workers share JAX's persistent compilation cache (under fmnist's cache folder), so seeds
+  after the first load their compiled programs instead of compiling. With several workers each
   one runs XLA single-threaded, so two trials use the two cores instead of fighting over
   them; with one worker XLA keeps its own threading. DEFAULT_WORKERS says what measured
-  faster on the 2-core machine.
+  faster on the 2-core machine. Workers are spawned, so a script that calls run_experiments
+  with workers needs the usual ``if __name__ == "__main__":`` guard.
 - The library reports progress through a callback; only the CLI prints.
 """
 

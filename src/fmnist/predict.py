@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from fmnist import engine, images, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
@@ -84,28 +85,25 @@ def as_batch(inputs) -> tuple[np.ndarray, list[str | None]]:
                 f"max {inputs.max() if inputs.size else 0}): pass raw pixels, not x / 255."
             )
         return inputs, [None] * len(inputs)
-    single = isinstance(inputs, str | os.PathLike | np.ndarray) or hasattr(inputs, "getbands")  # a Pillow image
+    single = isinstance(inputs, str | os.PathLike | np.ndarray | Image.Image)
     items = [inputs] if single else list(inputs)
     batch = np.stack([prepare(item) for item in items]) if items else np.zeros((0, *IMAGE_SHAPE), np.uint8)
     sources = [os.fspath(item) if isinstance(item, str | os.PathLike) else None for item in items]
     return batch, sources
 
 
-def expand_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[ImageError]]:
-    """Files as given, folders as every image in them (sorted); a folder without images is an error."""
-    files, errors = [], []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(
-                f for f in p.iterdir() if f.suffix.lower() in images.IMAGE_SUFFIXES and not f.name.startswith(".")
-            )
-            if found:
-                files.extend(found)
-            else:
-                errors.append(ImageError(f"{p} is a folder with no images ({', '.join(images.IMAGE_SUFFIXES)})."))
-        else:
-            files.append(p)
-    return files, errors
+def images_in(folder: str | os.PathLike) -> list[Path]:
+    """Every image file in ``folder`` (by suffix, not hidden, sorted); an ImageError if none."""
+    folder = Path(folder)
+    try:
+        found = sorted(
+            f for f in folder.iterdir() if f.suffix.lower() in images.IMAGE_SUFFIXES and not f.name.startswith(".")
+        )
+    except OSError as e:
+        raise ImageError(f"{folder} cannot be listed ({e.strerror or e}).") from e
+    if not found:
+        raise ImageError(f"{folder} is a folder with no images ({', '.join(images.IMAGE_SUFFIXES)}).")
+    return found
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -142,16 +140,22 @@ class Predictor:
         return self._predict_batch(batch, sources)
 
     def predict_files(self, paths: Sequence[str | os.PathLike]) -> tuple[list[Prediction], list[ImageError]]:
-        """Every image in ``paths`` (folders expanded): predictions for those that could be
-        read, in order, and one error for each file (or empty folder) that could not."""
-        files, errors = expand_paths(paths)
-        good, sources = [], []
-        for f in files:
+        """Every image in ``paths`` (a folder means its images): predictions for those that
+        could be read and one error for each file (or empty folder) that could not, both in
+        the order given."""
+        good, sources, errors = [], [], []
+        for path in map(Path, paths):
             try:
-                good.append(prepare(f))
-                sources.append(os.fspath(f))
+                files = images_in(path) if path.is_dir() else [path]
             except ImageError as e:
                 errors.append(e)
+                continue
+            for f in files:
+                try:
+                    good.append(prepare(f))
+                    sources.append(os.fspath(f))
+                except ImageError as e:
+                    errors.append(e)
         batch = np.stack(good) if good else np.zeros((0, *IMAGE_SHAPE), np.uint8)
         return self._predict_batch(batch, sources), errors
 
@@ -177,8 +181,6 @@ def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 def save_preprocessed(predictions: Iterable[Prediction], directory: str | os.PathLike) -> list[Path]:
     """Write each prediction's 28×28 input as ``<name>.png`` in ``directory`` (atomically); the paths."""
-    from PIL import Image
-
     directory, written, taken = Path(directory), [], set()
     for i, p in enumerate(predictions):
         stem = Path(p.source).stem if p.source else f"image-{i:05d}"
@@ -192,4 +194,4 @@ def save_preprocessed(predictions: Iterable[Prediction], directory: str | os.Pat
     return written
 
 
-__all__ = ["Prediction", "Predictor", "as_batch", "expand_paths", "prepare", "save_preprocessed"]
+__all__ = ["Prediction", "Predictor", "as_batch", "images_in", "prepare", "save_preprocessed"]

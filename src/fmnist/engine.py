@@ -349,7 +349,7 @@ def fit(
         loss_sum, correct = 0.0, 0.0
         for c in range(len(idx)):
             state, chunk_loss, chunk_correct = chunk(state, x_dev, y_dev, idx[c], w[c])
-            loss_sum, correct = loss_sum + chunk_loss, correct + chunk_correct
+            loss_sum, correct = loss_sum + float(chunk_loss), correct + float(chunk_correct)
             done = min((c + 1) * chunk_steps * batch_size, n)
             logs = _running(loss_sum, correct, done)
             cbs.on_train_batch_end(min((c + 1) * chunk_steps, steps) - 1, logs)

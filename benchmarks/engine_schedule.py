@@ -1,14 +1,17 @@
 """How should fmnist.fit group training steps into compiled programs? Measure it.
 
-For a dense model ("mlp", the tutorial's seed MLP) and a convolutional one (ModelSpec(arch="cnn")),
-time the same training steps run as:
-  - step loop:   one jitted step per batch, dispatched from Python (what Model.fit does);
-  - scan K/u:    K steps in one ``lax.scan`` program, unrolled u times.
+For a dense model (the tutorial's seed MLP) and a convolutional one (ModelSpec(arch="cnn")),
+time the same training steps (batch 32) run as:
+  step loop       one jitted step per batch, dispatched from Python (what Model.fit does);
+  fori K          engine's chunk: K steps in a lax.fori_loop with a traced trip count;
+  scan K +cond    K steps in lax.scan, each wrapped in lax.cond (to skip padding steps);
+  scan K +where   K steps in lax.scan, the state kept with jnp.where on padding steps;
+  scan K unroll   K steps in lax.scan fully unrolled, no masking.
 Prints compile seconds and milliseconds per training step (median of --reps timed passes
-over the same batches, after one warm-up pass). Results and the chosen schedules:
-BENCHMARKS.md; engine.DENSE_SCHEDULE / engine.CONV_SCHEDULE use them.
+over the same batches, interleaved, after one warm-up pass). Results: BENCHMARKS.md; they set
+engine.DENSE_CHUNK_STEPS and engine.CONV_CHUNK_STEPS.
 
-    python benchmarks/engine_schedule.py [--steps 400] [--reps 3]
+    python benchmarks/engine_schedule.py [--steps 512] [--cnn-steps 32] [--reps 3]
 """
 
 from __future__ import annotations
@@ -24,80 +27,100 @@ import numpy as np
 from fmnist import data, engine, models
 
 
-def make_model(arch: str):
-    model = models.compile_model(models.build_model(models.ModelSpec(arch=arch)))
-    model.optimizer.build(model.trainable_variables)
-    return model
+def scan_chunk(step, mask: str, unroll: int):
+    """A lax.scan chunk; ``mask`` is how padding steps are neutralised: cond, where or none."""
+
+    @jax.jit
+    def chunk(state, x_all, y_all, idx, w, n):
+        def body(carry, batch):
+            state, loss_sum, correct = carry
+            bi, bw = batch
+
+            def run(s):
+                return step(s, jnp.take(x_all, bi, axis=0), jnp.take(y_all, bi, axis=0), bw)
+
+            valid = jnp.any(bw > 0)
+            if mask == "cond":
+                zero = jnp.zeros((), jnp.float32)
+                new, loss, c = jax.lax.cond(valid, run, lambda s: (s, zero, zero), state)
+            else:
+                new, loss, c = run(state)
+                if mask == "where":
+                    new = jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, state)
+            return (new, loss_sum + loss, correct + c), None
+
+        zero = jnp.zeros((), jnp.float32)
+        return jax.lax.scan(body, (state, zero, zero), (idx, w), unroll=unroll)[0]
+
+    return chunk
 
 
-def state_of(model):
-    return (
-        [v.value for v in model.trainable_variables],
-        [v.value for v in model.non_trainable_variables],
-        [v.value for v in model.optimizer.variables],
-    )
+def compile_variant(model, chunk, x_dev, y_dev, idx, w):
+    """(compiled program, compile seconds, a function running it over all of ``idx``)."""
 
+    def state():
+        return (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            [v.value for v in model.optimizer.variables],
+        )
 
-def time_variant(model, x_dev, y_dev, idx, w, chunk_steps, unroll, reps):
-    """(compile seconds, median ms per step) for one grouping of the same steps."""
-    step = engine._make_train_step(model, engine._loss_fn(model))
-    if chunk_steps == 1:  # the plain step loop
-        run = jax.jit(lambda s, xa, ya, i, ww: step(s, jnp.take(xa, i, axis=0), jnp.take(ya, i, axis=0), ww))
-        flat_idx, flat_w = idx.reshape(-1, idx.shape[-1]), w.reshape(-1, w.shape[-1])
-        t = time.perf_counter()
-        jax.block_until_ready(run.lower(state_of(model), x_dev, y_dev, flat_idx[0], flat_w[0]).compile())
-        compile_s = time.perf_counter() - t
+    k = idx.shape[1]
+    t = time.perf_counter()
+    compiled = chunk.lower(state(), x_dev, y_dev, idx[0], w[0], k).compile()
+    compile_s = time.perf_counter() - t
 
-        def one_pass():
-            s = state_of(model)
-            for i in range(len(flat_idx)):
-                s, _, _ = run(s, x_dev, y_dev, flat_idx[i], flat_w[i])
-            jax.block_until_ready(s)
-    else:
-        chunk = engine._make_chunk(step, unroll)
-        t = time.perf_counter()
-        jax.block_until_ready(chunk.lower(state_of(model), x_dev, y_dev, idx[0], w[0]).compile())
-        compile_s = time.perf_counter() - t
+    def one_pass():
+        s = state()
+        for c in range(len(idx)):
+            s, _, _ = compiled(s, x_dev, y_dev, idx[c], w[c], k)
+        jax.block_until_ready(s)
 
-        def one_pass():
-            s = state_of(model)
-            for c in range(len(idx)):
-                s, _, _ = chunk(s, x_dev, y_dev, idx[c], w[c])
-            jax.block_until_ready(s)
-
-    one_pass()  # warm-up (also pays the jit cache lookup)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        one_pass()
-        times.append(time.perf_counter() - t)
-    return compile_s, 1000 * statistics.median(times) / (idx.shape[0] * idx.shape[1])
+    one_pass()  # warm-up
+    return compile_s, one_pass
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400, help="mlp: training steps per timed pass (multiple of 200)")
-    parser.add_argument("--cnn-steps", type=int, default=48, help="cnn: training steps per timed pass (multiple of 16)")
+    parser.add_argument("--steps", type=int, default=512, help="mlp: steps per timed pass (multiple of 256)")
+    parser.add_argument("--cnn-steps", type=int, default=32, help="cnn: steps per timed pass (multiple of 8)")
     parser.add_argument("--reps", type=int, default=3, help="timed passes per variant")
-    parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
     (x, y), _ = data.load_data()
     x_dev, y_dev = jax.device_put(x), jax.device_put(y)
     order = np.random.default_rng(0).permutation(len(x))
-    variants = {
-        "mlp": (args.steps, [(1, 1), (200, 1), (200, 4), (args.steps, 1)]),
-        "cnn": (args.cnn_steps, [(1, 1), (8, 1), (8, 8), (16, 16), (args.cnn_steps, 1)]),
+    grids = {
+        "mlp": (args.steps, 256, 8),  # steps per pass, chunk length, unroll factor
+        "cnn": (args.cnn_steps, 8, 8),
     }
-    print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, batch {args.batch_size}")
-    for arch, (steps, grid) in variants.items():
-        model = make_model(arch)
-        for chunk_steps, unroll in grid:
-            k = max(chunk_steps, 1)
-            idx, w = engine._epoch_plan(order[: steps * args.batch_size], args.batch_size, k)
-            compile_s, ms = time_variant(model, x_dev, y_dev, idx, w, chunk_steps, unroll, args.reps)
-            name = "step loop" if chunk_steps == 1 else f"scan {chunk_steps}/unroll {unroll}"
-            print(f"{arch:4} {steps} steps  {name:22} compile {compile_s:6.2f} s   {ms:7.3f} ms/step", flush=True)
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch 32, median of {args.reps} passes")
+    for arch, (steps, k, unroll) in grids.items():
+        model = models.compile_model(models.build_model(models.ModelSpec(arch=arch)))
+        model.optimizer.build(model.trainable_variables)
+        step = engine._make_train_step(model, engine._loss_fn(model))
+        variants = {
+            "step loop": (engine._make_chunk(step, 1), 1),
+            f"fori {k}": (engine._make_chunk(step, k), k),
+            f"scan {k} +cond": (scan_chunk(step, "cond", 1), k),
+            f"scan {k} +where": (scan_chunk(step, "where", 1), k),
+            f"scan {k} unroll {unroll}": (scan_chunk(step, "none", unroll), k),
+        }
+        runs = {}
+        for name, (chunk, chunk_steps) in variants.items():
+            idx, w = engine._epoch_plan(order[: steps * 32], 32, chunk_steps)
+            runs[name] = compile_variant(model, chunk, x_dev, y_dev, idx, w)
+        times = {name: [] for name in variants}
+        for _ in range(args.reps):  # interleaved, so load changes on a noisy machine hit every variant
+            for name, (_, one_pass) in runs.items():
+                t = time.perf_counter()
+                one_pass()
+                times[name].append(1000 * (time.perf_counter() - t) / steps)
+        base = statistics.median(times["step loop"])
+        for name, (compile_s, _) in runs.items():
+            ms = statistics.median(times[name])
+            print(f"{arch:4} {name:18} compile {compile_s:6.2f} s  {ms:8.3f} ms/step  "
+                  f"({base / ms:.2f}x the step loop)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -43,11 +43,12 @@ def test_history_matches_model_fit_keys_and_values(tiny_data):
         np.testing.assert_allclose(ours.history[key], theirs.history[key], rtol=1e-3, atol=1e-4, err_msg=key)
 
 
-def test_same_weights_as_model_fit_with_partial_last_batch(tiny_data):
+@pytest.mark.parametrize("chunk_steps", [None, 3, 1])  # one chunk; 3+1 steps (a short last chunk); a step loop
+def test_same_weights_as_model_fit_with_partial_last_batch(tiny_data, chunk_steps):
     """100 images, batch 32: 3 full batches and one of 4, trained as Model.fit trains them."""
     x, y = tiny_data[0][:100], tiny_data[1][:100]
     ours, theirs = seed_model(), seed_model()
-    engine.fit(ours, x, y, epochs=2, batch_size=32, shuffle=False)
+    engine.fit(ours, x, y, epochs=2, batch_size=32, shuffle=False, chunk_steps=chunk_steps)
     theirs.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
     assert int(ours.optimizer.iterations.numpy()) == 2 * 4
     for a, b in zip(weights(ours), weights(theirs), strict=True):

@@ -400,6 +400,8 @@ def experiment(
     workers = ex.DEFAULT_WORKERS if workers is None else workers
     target = out_dir or Path("runs") / "experiments" / name
     dataset = _load(data_dir)  # verifies (or downloads) once here; worker processes read the array cache
+    if workers == 0:
+        _use_compilation_cache()  # worker processes turn it on themselves
     command = f"fmnist experiment {name} --seeds {seeds}" + "".join(
         f" {flag} {value}"
         for flag, value in (("--epochs-scale", epochs_scale), ("--limit", limit), ("--workers", workers))

@@ -2,9 +2,9 @@
 
 ``fit`` trains a compiled Keras model the way ``Model.fit`` does (same optimizer, loss,
 batches, callbacks and History), but instead of dispatching one small XLA program per
-batch it compiles a *chunk* of training steps into one program: ``jax.lax.scan`` over
-``stateless_call`` + ``optimizer.stateless_apply``, with the whole training set resident
-on the device and each batch gathered inside the program. The seed model trains ~3x
+batch it compiles a *chunk* of training steps into one program: a ``jax.lax.fori_loop``
+over ``stateless_call`` + ``optimizer.stateless_apply``, with the whole training set
+resident on the device and each batch gathered inside the program. The seed model trains ~3x
 faster than ``Model.fit`` on the same backend (benchmarks/train_speed.py, BENCHMARKS.md).
 
 ``predict_proba`` is the only forward pass: ``evaluate``, ``Predictor``, the report and
@@ -37,29 +37,20 @@ _DEFAULT_LOSS = keras.losses.sparse_categorical_crossentropy  # for models saved
 
 
 # --------------------------------------------------------------------------- how to compile
-@dataclass(frozen=True)
-class Schedule:
-    """How training steps are grouped into compiled programs.
-
-    chunk_steps: training steps per compiled program (and per progress update).
-    unroll: ``lax.scan`` unroll factor. XLA:CPU runs convolutions inside a *rolled* loop
-        about 10x slower than the same step jitted alone; unrolling the loop body removes
-        the penalty, at the price of compile time that grows with the unroll factor.
-    """
-
-    chunk_steps: int
-    unroll: int
+# Steps per compiled program, chosen by benchmarks/engine_schedule.py on the 2-core CPU
+# machine (BENCHMARKS.md, batch 32). Dense models: a 256-step loop runs a seed-model step
+# in 0.25 ms against 0.43 ms for one jitted call per step (1.7x) and compiles in ~1 s.
+# Convolutional models: one jitted call per step (33 ms). Inside an XLA:CPU loop the
+# same conv step took 195-205 ms (rolled scan or fori_loop, with or without cond/where)
+# and 43 ms fully unrolled; at ~30 ms a step, per-call dispatch (~0.1 ms) costs nothing.
+DENSE_CHUNK_STEPS = 256
+CONV_CHUNK_STEPS = 1
 
 
-# Chosen by benchmarks/engine_schedule.py on the 2-core CPU machine (BENCHMARKS.md):
-DENSE_SCHEDULE = Schedule(chunk_steps=200, unroll=1)  # rolled: compiles in <1 s, no per-step dispatch
-CONV_SCHEDULE = Schedule(chunk_steps=8, unroll=8)  # fully unrolled short chunks: no rolled-loop penalty
-
-
-def default_schedule(model: keras.Model) -> Schedule:
-    """Dense models run long rolled chunks; models with convolutions short unrolled ones."""
+def default_chunk_steps(model: keras.Model) -> int:
+    """Dense models run long compiled loops; models with convolutions one step per call."""
     has_conv = any(isinstance(layer, keras.layers.Conv2D | keras.layers.Conv1D) for layer in _all_layers(model))
-    return CONV_SCHEDULE if has_conv else DENSE_SCHEDULE
+    return CONV_CHUNK_STEPS if has_conv else DENSE_CHUNK_STEPS
 
 
 def _all_layers(model: keras.Model):
@@ -179,32 +170,33 @@ def _make_train_step(model, loss_fn):
     return step
 
 
-def _make_chunk(step, unroll):
-    """One program: ``len(idx)`` steps, step i on images ``x_all[idx[i]]`` weighted ``w[i]``.
+def _make_chunk(step, chunk_steps: int):
+    """One program: up to ``chunk_steps`` steps, step i on images ``x_all[idx[i]]`` weighted ``w[i]``.
 
-    A step whose weights are all zero (padding that evens out the last chunk) is skipped
-    by ``lax.cond``: an optimizer update on zero gradients would still move Adam's weights.
+    ``n`` (traced, so one compiled program serves every chunk) is how many steps to run:
+    the epoch's last chunk runs fewer. A traced trip count needs no masking of padding
+    steps, which would otherwise need ``lax.cond`` or ``jnp.where`` around every step (an
+    optimizer update on zero gradients still moves Adam's weights); it measured as fast
+    as the best of those (benchmarks/engine_schedule.py).
     """
+    if chunk_steps == 1:
+
+        @jax.jit
+        def single(state, x_all, y_all, idx, w, n):
+            return step(state, jnp.take(x_all, idx[0], axis=0), jnp.take(y_all, idx[0], axis=0), w[0])
+
+        return single
 
     @jax.jit
-    def chunk(state, x_all, y_all, idx, w):
-        def body(carry, batch):
+    def chunk(state, x_all, y_all, idx, w, n):
+        def body(i, carry):
             state, loss_sum, correct = carry
-            batch_idx, batch_w = batch
-
-            def run(state):
-                xb, yb = jnp.take(x_all, batch_idx, axis=0), jnp.take(y_all, batch_idx, axis=0)
-                return step(state, xb, yb, batch_w)
-
-            def skip(state):
-                return state, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
-
-            state, loss, n_correct = jax.lax.cond(jnp.any(batch_w > 0), run, skip, state)
-            return (state, loss_sum + loss, correct + n_correct), None
+            xb, yb = jnp.take(x_all, idx[i], axis=0), jnp.take(y_all, idx[i], axis=0)
+            state, loss, n_correct = step(state, xb, yb, w[i])
+            return state, loss_sum + loss, correct + n_correct
 
         zero = jnp.zeros((), jnp.float32)
-        (state, loss_sum, correct), _ = jax.lax.scan(body, (state, zero, zero), (idx, w), unroll=unroll)
-        return state, loss_sum, correct
+        return jax.lax.fori_loop(0, n, body, (state, zero, zero))
 
     return chunk
 
@@ -212,8 +204,8 @@ def _make_chunk(step, unroll):
 def _epoch_plan(order: np.ndarray, batch_size: int, chunk_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Batch indices and weights, shape (chunks, chunk_steps, batch_size).
 
-    The last batch is padded with weight-0 images and the last chunk with all-zero steps,
-    so every chunk has the same shape and the epoch runs one compiled program.
+    The last batch is padded with weight-0 images (so it trains on exactly its real ones),
+    and the last chunk with steps that are never run, so every chunk has the same shape.
     """
     n = len(order)
     steps = -(-n // batch_size)
@@ -308,13 +300,14 @@ def fit(
     shuffle: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     seed: int | None = None,
-    schedule: Schedule | None = None,
+    chunk_steps: int | None = None,
 ) -> keras.callbacks.History:
     """Train a compiled Keras model; returns the History that ``Model.fit`` would.
 
     ``x`` holds raw images (any dtype; uint8 stays uint8 on the device and is cast inside
     the program), ``y`` integer labels. ``seed`` fixes the batch order; the same seed and
-    the same initial weights give the same history on the CPU.
+    the same initial weights give the same history on the CPU. ``chunk_steps`` overrides
+    how many steps one compiled program runs (default: ``default_chunk_steps``).
     """
     x, y = np.asarray(x), np.asarray(y)
     if batch_size < 1 or epochs < 0:
@@ -324,11 +317,10 @@ def fit(
     optimizer, loss_fn = model.optimizer, _loss_fn(model)
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
-    schedule = schedule or default_schedule(model)
     n = len(x)
     steps = -(-n // batch_size)
-    chunk_steps = min(schedule.chunk_steps, steps)
-    chunk = _make_chunk(_make_train_step(model, loss_fn), min(schedule.unroll, chunk_steps))
+    chunk_steps = min(chunk_steps or default_chunk_steps(model), steps)
+    chunk = _make_chunk(_make_train_step(model, loss_fn), chunk_steps)
     rng = np.random.default_rng(seed)
     x_dev, y_dev = jax.device_put(x), jax.device_put(y)  # resident for the whole fit
     cbs = keras.callbacks.CallbackList(
@@ -348,7 +340,8 @@ def fit(
         idx, w = _epoch_plan(rng.permutation(n) if shuffle else np.arange(n), batch_size, chunk_steps)
         loss_sum, correct = 0.0, 0.0
         for c in range(len(idx)):
-            state, chunk_loss, chunk_correct = chunk(state, x_dev, y_dev, idx[c], w[c])
+            n_steps = min(chunk_steps, steps - c * chunk_steps)
+            state, chunk_loss, chunk_correct = chunk(state, x_dev, y_dev, idx[c], w[c], n_steps)
             loss_sum, correct = loss_sum + float(chunk_loss), correct + float(chunk_correct)
             done = min((c + 1) * chunk_steps * batch_size, n)
             logs = _running(loss_sum, correct, done)

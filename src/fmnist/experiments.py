@@ -629,14 +629,11 @@ def _init_worker(xla_flags: str, dataset: tuple | None, data_dir: str | None) ->
     global _worker_dataset
     if xla_flags:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
-    import jax
-
-    from fmnist import data
+    from fmnist import data, engine
 
     # Seeds of one variant compile the same programs: JAX's persistent cache turns a ~3 s compile into
     # a ~0.1 s load. Only in worker processes, which are ours; a caller's own process is left alone.
-    jax.config.update("jax_compilation_cache_dir", str(data.cache_dir() / COMPILE_CACHE_DIR))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    engine.enable_compilation_cache(data.cache_dir() / COMPILE_CACHE_DIR)
     _worker_dataset = dataset if dataset is not None else data.load_data(data_dir)
 
 

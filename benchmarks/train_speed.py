@@ -14,6 +14,7 @@ epochs 2+ show the steady state without compilation. Results: BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -62,8 +63,9 @@ def main():
     args = parser.parse_args()
 
     (x, y), (x_test, y_test) = data.load_data()
-    print(f"{platform.node()} {platform.processor() or platform.machine()}, jax {jax.__version__} on "
-          f"{jax.devices()[0].device_kind}, keras {keras.__version__}; {args.epochs} epochs, batch {args.batch_size}")  # fmt: skip
+    device = jax.devices()[0].device_kind
+    print(f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on {device}, "
+          f"keras {keras.__version__}; {args.epochs} epochs, batch {args.batch_size}")  # fmt: skip
     results = {"fmnist.fit": [], "Model.fit": []}
     later = {"fmnist.fit": [], "Model.fit": []}  # epochs after the first: no compilation in them
     for rep in range(args.reps):

@@ -9,9 +9,9 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import keras  # noqa: E402
+import keras
 
-from fmnist.errors import ModelError  # noqa: E402
+from fmnist.errors import ModelError
 
 if keras.backend.backend() != "jax":
     raise ModelError(

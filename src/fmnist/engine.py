@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -131,7 +130,9 @@ def _loss_fn(model: keras.Model):
         loss = keras.losses.get(loss)
     if isinstance(loss, keras.losses.Loss):
         if loss.reduction not in (None, "sum_over_batch_size", "mean", "mean_with_sample_weight"):
-            raise ModelError(f"fmnist.fit averages the loss over each batch; reduction {loss.reduction!r} is not supported.")
+            raise ModelError(
+                f"fmnist.fit averages the loss over each batch; reduction {loss.reduction!r} is not supported."
+            )
         return loss.call  # unreduced: one value per image
     if callable(loss):
         return loss
@@ -153,9 +154,7 @@ def _make_train_step(model, loss_fn):
         count = jnp.sum(w)
 
         def compute_loss(tv, ntv):
-            y_pred, ntv, losses = model.stateless_call(
-                tv, ntv, x.astype("float32"), training=True, return_losses=True
-            )
+            y_pred, ntv, losses = model.stateless_call(tv, ntv, x.astype("float32"), training=True, return_losses=True)
             loss = jnp.sum(loss_fn(y, y_pred) * w) / count
             if losses:
                 loss = loss + sum(losses)
@@ -282,7 +281,7 @@ def _split_validation(x, y, validation_data, validation_split):
     if validation_split == 0.0:
         return x, y, None, None
     # As Model.fit: the last fraction of the data, taken before any shuffling.
-    cut = int(math.floor(len(x) * (1.0 - validation_split)))
+    cut = math.floor(len(x) * (1.0 - validation_split))
     if cut == 0 or cut == len(x):
         raise ModelError(f"validation_split={validation_split} leaves an empty training or validation set.")
     return x[:cut], y[:cut], x[cut:], y[cut:]

@@ -57,7 +57,7 @@ class ModelSpec:
         return body + (f" ({', '.join(extras)})" if extras else "")
 
 
-def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist") -> keras.Model:  # noqa: B008 (frozen)
+def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist") -> keras.Model:
     """An uncompiled Keras model for raw (28, 28) images with values 0–255."""
     layers: list = [keras.Input(IMAGE_SHAPE, name="pixels")]
     if spec.normalize:
@@ -102,4 +102,3 @@ def spec_from_dict(d: dict) -> ModelSpec:
     if unknown:
         raise ModelError(f"unknown model spec fields {sorted(unknown)}; known: {sorted(known)}.")
     return ModelSpec(**d)
-

@@ -137,7 +137,9 @@ def resolve_model_path(run_or_model: str | os.PathLike) -> Path:
     if p.is_dir():
         p = p / MODEL_FILE
         if not p.is_file():
-            raise RunError(f"{run_or_model} has no {MODEL_FILE}: train into it with `fmnist train --out {run_or_model}`.")
+            raise RunError(
+                f"{run_or_model} has no {MODEL_FILE}: train into it with `fmnist train --out {run_or_model}`."
+            )
         return p
     if not p.exists():
         raise RunError(f"{run_or_model} does not exist: give a run directory (e.g. runs/default) or a .keras file.")

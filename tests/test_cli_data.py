@@ -135,8 +135,8 @@ def test_show_out_of_range_is_one_line_exit_2(dataset, tmp_path):
     ("args", "words"),
     [
         (["show", "10000", "--split", "test"], ["out of range for the test split", "0 to 9999"]),
-        (["show", "59990", "--grid", "25"], ["index 60014 is out of range"]),
-        (["show", "0", "--grid", "101"], ["--grid takes 1 to 100 images, got 101"]),
+        (["show", "59990", "--grid", "25"], ["--grid takes 1 to 10 images from index 59990, got 25"]),
+        (["show", "0", "--grid", "101"], ["--grid takes 1 to 100 images from index 0, got 101"]),
     ],
     ids=["test-split", "grid-past-the-end", "grid-too-big"],
 )

@@ -178,7 +178,9 @@ def test_normalization_and_early_stop_conclusions_change_with_the_numbers():
     scaled = _seeds(accuracy=[0.87, 0.871, 0.869], loss=[0.36, 0.36, 0.36])
     assert norm({"÷255": scaled, "raw": _seeds(accuracy=[0.80, 0.82, 0.78], loss=[0.6, 0.6, 0.6])}).verdict == "agrees"
     same = norm({"÷255": scaled, "raw": _seeds(accuracy=[0.87, 0.86, 0.88], loss=[0.36, 0.37, 0.35])})
-    assert same.verdict == "disagrees" and "not worse" in same.text
+    assert same.verdict == "disagrees" and "not worse" in same.text and "chance" not in same.text
+    chance = norm({"÷255": scaled, "raw": _seeds(accuracy=[0.1, 0.1, 0.1], loss=[14.5, 14.5, 14.5])})
+    assert chance.verdict == "agrees" and "chance level" in chance.text
 
     stop = ex.build_experiments()["early-stop"].conclude
 

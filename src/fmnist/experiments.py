@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fmnist import runs
-from fmnist.data import IMAGE_SHAPE
+from fmnist.data import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.errors import FmnistError, ModelError, RunError
 from fmnist.models import ModelSpec
 from fmnist.train import TrainConfig
@@ -74,6 +74,7 @@ EPOCH_S_PER_PARAM = 1.1e-5  # seconds per 60,000-image epoch per trainable param
 MIN_EPOCH_S = 0.4  # small models don't get faster than this per full epoch
 COMPILE_CACHE_DIR = "xla"  # JAX's persistent compilation cache, under fmnist's cache folder (see data.cache_dir)
 FULL_TRAIN = 60_000  # images in the full training set, for scaling the cost of train_limit runs
+CHANCE_MARGIN = 1.5  # accuracy below 1.5 × 1/10 is reported as chance level (a model that learned nothing)
 VERDICTS = ("agrees", "partly agrees", "disagrees")
 SOURCE = "TensorFlow in Practice, course 1 week 2: the Fashion-MNIST “Beyond Hello World” exercises"
 
@@ -401,6 +402,8 @@ def _conclude_normalization(records: dict[str, list[dict]]) -> Conclusion:
         f"Raw 0–255 pixels reach {raw['accuracy'].fmt()} test accuracy (loss {raw['loss'].fmt()}) against "
         f"{norm['accuracy'].fmt()} (loss {norm['loss'].fmt()}) with ÷255: {_points(raw['accuracy'], norm['accuracy'])}."
     )
+    if raw["accuracy"].mean < CHANCE_MARGIN / NUM_CLASSES:
+        text += f" That is chance level (1 in {NUM_CLASSES}): on raw pixels the model did not learn at all."
     if not worse:
         text += " Without normalisation the result is not worse beyond the seed-to-seed spread."
     return Conclusion(text, "agrees" if worse else "disagrees")

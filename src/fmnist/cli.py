@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -30,11 +30,12 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Folder with the four dataset files (default: search, see `fmnist data`).")
+    Path | None,
+    typer.Option("--data-dir", help="Folder with the four dataset files (default: search, see `fmnist data`)."),
 ]
 
 
-class Split(str, Enum):
+class Split(StrEnum):
     train = "train"
     test = "test"
 
@@ -73,7 +74,8 @@ class _DownloadBar:
         if self._progress is None:
             from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-            self._progress = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=err)
+            columns = (*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+            self._progress = Progress(*columns, console=err)
             self._progress.start()
             self._task = self._progress.add_task("downloading", total=self.total or None)
         self._progress.update(self._task, advance=n)
@@ -92,7 +94,7 @@ class _DownloadBar:
 @app.command("data")
 def data_cmd(data_dir: DataDir = None) -> None:
     """Where the dataset was found, whether it verified, and what it holds."""
-    (x_train, y_train), (x_test, y_test) = _load(data_dir)  # verifies (or trusts its checked cache)
+    (x_train, y_train), (_, y_test) = _load(data_dir)  # verifies (or trusts its checked cache)
     info = data.locate(data_dir)
     out.print(f"[bold]Fashion-MNIST[/] from {info.source.label}: {info.source.directory}")
     out.print("verified: SHA-256 of each decompressed file matches")
@@ -111,7 +113,9 @@ def show(
     index: Annotated[int, typer.Argument(help="Image index within the split.")] = 0,
     split: Annotated[Split, typer.Option(help="Which split to read from.")] = Split.train,
     grid: Annotated[int, typer.Option(help="Draw the first N images as a labelled grid instead.")] = 0,
-    out_file: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: show-<split>-<index>.png).")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="PNG to write (default: show-<split>-<index>.png).")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Draw one image with its class name (or a labelled grid) to a PNG."""

@@ -55,8 +55,11 @@ from fmnist.models import ModelSpec
 from fmnist.train import TrainConfig
 
 DEFAULT_SEEDS = 3  # runs per variant; mean ± std over them
-# 2 single-threaded workers measured faster than 1 worker using XLA's threads (see the closing note in
-# the experiments' issue / BENCHMARKS.md); more workers than cores only adds contention.
+# Measured on the 2-core machine, `fmnist experiment all --seeds 3` from a cold compilation cache:
+# 1 worker (XLA threads) 335 s; 2 workers, XLA single-threaded each, 303 s; 2 workers with XLA's own
+# threads, 302 s. One training runs ~1.75x faster on both cores than on one, so two at once gain only
+# ~10%; single-threaded workers are kept so they don't oversubscribe the cores. More workers than
+# cores only adds contention.
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"  # per worker when >1
 TUTORIAL_EPOCHS = 5  # the tutorial's model.fit(..., epochs=5)
@@ -191,8 +194,8 @@ def build_experiments(epochs_scale: float = 1.0, limit: int | None = None) -> di
             ),
             conclude=_conclude_hidden_units,
             figures=_figures_hidden_units,
-            note="s / epoch: median wall-clock of epochs 2 onwards (epoch 1 includes compiling), in one worker "
-            "process.",
+            note="s / epoch: median wall-clock of epochs 2 onwards (epoch 1 includes compiling). With 2 workers "
+            "each training has one core, with 1 worker all cores, so compare rows, not runs.",
         ),
         "depth": Experiment(
             name="depth",

@@ -202,3 +202,14 @@ def test_seed_program_accuracy_matches_model_fit_over_three_seeds(dataset):
         model.fit(x, y, epochs=5, verbose=0)
         theirs.append(model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"])
     assert abs(np.mean(ours) - np.mean(theirs)) < 0.01, (ours, theirs)
+
+
+def test_same_architecture_reuses_the_compiled_program_and_trains_the_same(tiny_data):
+    x, y = tiny_data
+    first = engine.fit(seed_model(), x, y, epochs=2, seed=5).history
+    programs = dict(engine._PROGRAMS)
+    second = engine.fit(seed_model(), x, y, epochs=2, seed=5).history
+    assert engine._PROGRAMS == programs, "an identical model compiled its training program again"
+    assert first == second
+    engine.fit(seed_model(hidden=(64,)), x, y, epochs=1)
+    assert len(engine._PROGRAMS) == min(len(programs) + 1, engine.PROGRAMS_KEPT)

@@ -209,7 +209,7 @@ def test_same_architecture_reuses_the_compiled_program_and_trains_the_same(tiny_
     first = engine.fit(seed_model(), x, y, epochs=2, seed=5).history
     programs = dict(engine._PROGRAMS)
     second = engine.fit(seed_model(), x, y, epochs=2, seed=5).history
-    assert engine._PROGRAMS == programs, "an identical model compiled its training program again"
+    assert programs == engine._PROGRAMS, "an identical model compiled its training program again"
     assert first == second
     engine.fit(seed_model(hidden=(64,)), x, y, epochs=1)
     assert len(engine._PROGRAMS) == min(len(programs) + 1, engine.PROGRAMS_KEPT)

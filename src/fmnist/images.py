@@ -50,6 +50,7 @@ LIGHT = 127.5  # a background brighter than this is light: the image is negated
 TRIM_THRESHOLD = 32.0  # levels above background that count as garment: 1/8 of the range, above JPEG ringing (~10%)
 TRIM_MIN_FRACTION = 0.005  # a row or column needs this share of garment pixels (at least 1): specks are not kept
 CENTRE_THRESHOLD = 50.0  # the garment's width for centring is measured where a blurred edge is half-way up
+PLACE_MIN_SCALE = 4  # crops are placed at >= 4 crop pixels per output pixel (rounding <= 1/8 pixel)
 RESAMPLE = Image.Resampling.LANCZOS  # antialiased scaling: no aliasing of stripes, thin straps survive
 
 
@@ -212,6 +213,10 @@ def _fit(gray: np.ndarray) -> np.ndarray:
     (r0, r1), (c0, c1) = _extent(mask, 0), _extent(mask, 1)
     crop = gray[r0:r1, c0:c1]
     h, w = crop.shape
+    if max(h, w) < SIZE * PLACE_MIN_SCALE:  # a small crop: enlarge it first, so placing it rounds to sub-pixels
+        k = math.ceil(SIZE * PLACE_MIN_SCALE / max(h, w))
+        crop = np.asarray(Image.fromarray(crop.astype(np.float32), "F").resize((w * k, h * k), RESAMPLE))
+        h, w = crop.shape
     scale = max(h, w) / SIZE  # crop pixels per output pixel
     core = crop > CENTRE_THRESHOLD
     centre = []

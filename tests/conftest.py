@@ -12,6 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Under CI, property tests draw the same examples every run: a red CI is then a real regression.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 # fmnist's array cache lives in a temporary folder for the whole session, never in ~/.cache.

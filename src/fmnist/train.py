@@ -46,6 +46,8 @@ class TrainConfig:
             object.__setattr__(self, "model", models.spec_from_dict(self.model))
         if self.epochs < 1 or self.batch_size < 1:
             raise FmnistError(f"epochs and batch size must be at least 1 (got {self.epochs}, {self.batch_size}).")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise FmnistError(f"validation split must be in [0, 1), got {self.validation_split}.")
         if self.train_limit is not None and self.train_limit < 1:
             raise FmnistError(f"train_limit must be at least 1, got {self.train_limit}.")
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
+from fmnist import experiment_report
 from fmnist import experiments as ex
 from fmnist.errors import FmnistError
 from fmnist.models import ModelSpec
@@ -36,7 +37,7 @@ def tiny_all(tiny_dataset, tmp_path_factory):
             ["all"], seeds=1, workers=2, epochs_scale=TINY_SCALE, dataset=tiny_dataset, progress=events.append
         )
     out = tmp_path_factory.mktemp("experiments")
-    return results, ex.write_reports(results, out, command="pytest"), events
+    return results, experiment_report.write_reports(results, out, command="pytest"), events
 
 
 # --------------------------------------------------------------------------- end to end, tiny budget
@@ -220,10 +221,10 @@ def test_cli_experiment_maps_flags_and_writes_reports(dataset, tmp_path):
     result = CliRunner().invoke(app, [*args, "--limit", "300", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "normalization" in result.output and "wrote" in result.output
-    saved = json.loads((out / ex.RESULTS_FILE).read_text())
+    saved = json.loads((out / experiment_report.RESULTS_FILE).read_text())
     assert saved["limit"] == 300 and saved["epochs_scale"] == 0.1 and saved["seeds"] == [0]
     configs = saved["experiments"]["normalization"]["configs"]
     assert all(c["train_limit"] == 300 and c["epochs"] == 1 for c in configs.values())
-    assert (out / ex.HTML_FILE).is_file() and (out / ex.MARKDOWN_FILE).is_file()
+    assert (out / experiment_report.HTML_FILE).is_file() and (out / experiment_report.MARKDOWN_FILE).is_file()
     bad = CliRunner().invoke(app, ["experiment", "widths"])
     assert isinstance(bad.exception, FmnistError) and "unknown experiment" in str(bad.exception)

@@ -396,6 +396,7 @@ def experiment(
     data_dir: DataDir = None,
 ) -> None:
     """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions."""
+    from fmnist import experiment_report
     from fmnist import experiments as ex
 
     names = ex.resolve_names(name)
@@ -417,7 +418,7 @@ def experiment(
             names, seeds, workers=workers, epochs_scale=epochs_scale, limit=limit, progress=bar,
             dataset=dataset if workers == 0 else None, data_dir=str(data_dir) if data_dir else None,
         )  # fmt: skip
-    paths = ex.write_reports(results, target, command=command)
+    paths = experiment_report.write_reports(results, target, command=command)
     table = Table("experiment", "verdict", "measured answer", show_lines=True)
     colors = {"agrees": "green", "partly agrees": "yellow", "disagrees": "red"}
     for r in results.experiments:

@@ -59,11 +59,7 @@ def compile_variant(model, chunk, x_dev, y_dev, idx, w):
     """(compiled program, compile seconds, a function running it over all of ``idx``)."""
 
     def state():
-        return (
-            [v.value for v in model.trainable_variables],
-            [v.value for v in model.non_trainable_variables],
-            [v.value for v in model.optimizer.variables],
-        )
+        return engine.model_state(model)
 
     k = idx.shape[1]
     t = time.perf_counter()

@@ -23,6 +23,7 @@ import jax
 
 from fmnist import data, engine, models
 from fmnist._backend import keras
+from fmnist.train import EpochTimer
 
 
 def seed_model(seed: int):
@@ -30,26 +31,15 @@ def seed_model(seed: int):
     return models.compile_model(models.build_model())
 
 
-class EpochSeconds(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
-
-
 def run_fmnist(seed, x, y, epochs, batch_size):
-    model, timer = seed_model(seed), EpochSeconds()
+    model, timer = seed_model(seed), EpochTimer()
     t = time.perf_counter()
     engine.fit(model, x, y, epochs=epochs, batch_size=batch_size, seed=seed, callbacks=[timer])
     return time.perf_counter() - t, timer.seconds, model
 
 
 def run_keras(seed, x, y, epochs, batch_size):
-    model, timer = seed_model(seed), EpochSeconds()
+    model, timer = seed_model(seed), EpochTimer()
     t = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[timer])
     return time.perf_counter() - t, timer.seconds, model

@@ -274,10 +274,8 @@ def predict_proba(model: keras.Model, x: np.ndarray) -> np.ndarray:
     Batched through one compiled forward pass; shapes are padded to powers of two so a
     single image and 10,000 images reuse a handful of compiled programs.
     """
-    x = np.asarray(x)
-    tv = [v.value for v in model.trainable_variables]
-    ntv = [v.value for v in model.non_trainable_variables]
-    return _predict_with(model, tv, ntv, x)
+    tv, ntv, _ = model_state(model, optimizer=False)
+    return _predict_with(model, tv, ntv, np.asarray(x))
 
 
 @partial(jax.jit, static_argnums=(0,))
@@ -355,11 +353,7 @@ def fit(
     for epoch in range(epochs):
         cbs.on_epoch_begin(epoch)
         # Read the state at every epoch start: callbacks may have changed weights or the learning rate.
-        state = (
-            [v.value for v in model.trainable_variables],
-            [v.value for v in model.non_trainable_variables],
-            [v.value for v in optimizer.variables],
-        )
+        state = model_state(model)
         idx, w = _epoch_plan(rng.permutation(n) if shuffle else np.arange(n), batch_size, chunk_steps)
         program = program or _compiled(chunk, state, x_dev, y_dev, idx[0], w[0], chunk_steps)
         loss_sum, correct = 0.0, 0.0
@@ -386,6 +380,16 @@ def fit(
 
 def _running(loss_sum, correct, done) -> dict[str, float]:
     return {"loss": float(loss_sum) / done, "accuracy": float(correct) / done}
+
+
+def model_state(model: keras.Model, optimizer: bool = True) -> tuple[list, list, list]:
+    """The arrays a compiled program takes: trainable, non-trainable and optimizer variables."""
+    opt_vars = model.optimizer.variables if optimizer else []
+    return (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in opt_vars],
+    )
 
 
 def _write_back(model: keras.Model, state) -> None:

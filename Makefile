@@ -50,8 +50,12 @@ format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
+# The speed benchmarks against PyTorch need the bench extra (a CPU build of torch).
 bench: install
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/conv_speed.py
+	$(BIN)/python benchmarks/time_to_accuracy.py --torch
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -24,20 +24,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fmnist import data, engine, models
+from fmnist import data, engine, kernels, models
 
 
 def scan_chunk(step, mask: str, unroll: int):
     """A lax.scan chunk; ``mask`` is how padding steps are neutralised: cond, where or none."""
 
     @jax.jit
-    def chunk(state, x_all, y_all, idx, w, n):
+    def chunk(state, x_all, y_all, idx, w, n, start, key):
         def body(carry, batch):
             state, loss_sum, correct = carry
             bi, bw = batch
 
             def run(s):
-                return step(s, jnp.take(x_all, bi, axis=0), jnp.take(y_all, bi, axis=0), bw)
+                return step(s, jnp.take(x_all, bi, axis=0), jnp.take(y_all, bi, axis=0), bw, key)
 
             valid = jnp.any(bw > 0)
             if mask == "cond":
@@ -63,13 +63,15 @@ def compile_variant(model, chunk, x_dev, y_dev, idx, w):
 
     k = idx.shape[1]
     t = time.perf_counter()
-    compiled = chunk.lower(state(), x_dev, y_dev, idx[0], w[0], k).compile()
+    key = jax.random.PRNGKey(0)
+    with kernels.cpu_kernels():
+        compiled = chunk.lower(state(), x_dev, y_dev, idx[0], w[0], k, 0, key).compile()
     compile_s = time.perf_counter() - t
 
     def one_pass():
         s = state()
         for c in range(len(idx)):
-            s, _, _ = compiled(s, x_dev, y_dev, idx[c], w[c], k)
+            s, _, _ = compiled(s, x_dev, y_dev, idx[c], w[c], k, 0, key)
         jax.block_until_ready(s)
 
     one_pass()  # warm-up
@@ -79,7 +81,7 @@ def compile_variant(model, chunk, x_dev, y_dev, idx, w):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=512, help="mlp: steps per timed pass (multiple of 256)")
-    parser.add_argument("--cnn-steps", type=int, default=32, help="cnn: steps per timed pass (multiple of 8)")
+    parser.add_argument("--cnn-steps", type=int, default=64, help="cnn: steps per timed pass (multiple of 16)")
     parser.add_argument("--reps", type=int, default=3, help="timed passes per variant")
     args = parser.parse_args()
 
@@ -88,7 +90,7 @@ def main():
     order = np.random.default_rng(0).permutation(len(x))
     grids = {
         "mlp": (args.steps, 256, 8),  # steps per pass, chunk length, unroll factor
-        "cnn": (args.cnn_steps, 8, 8),
+        "cnn": (args.cnn_steps, 16, 8),
     }
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch 32, median of {args.reps} passes")
     for arch, (steps, k, unroll) in grids.items():

@@ -1,12 +1,16 @@
 """fmnist.fit vs Keras' Model.fit on the tutorial's seed program, in one process, alternating.
 
-The seed program: Rescaling(1/255) → Flatten → Dense(128, relu) → Dense(10, softmax), Adam,
-sparse categorical cross-entropy, accuracy, 5 epochs, batch 32, the 60,000 training images.
-Each repetition builds the model from the same seed for both trainers (same initial
+The seed program: Flatten → Dense(128, relu) → Dense(10, softmax), Adam, sparse categorical
+cross-entropy, accuracy, 5 epochs, batch 32, the 60,000 training images. Trainers:
+  fmnist.fit               uint8 images, Rescaling(1/255) inside the model (fmnist's default);
+  Model.fit tutorial       the lesson's literal program: float64 x / 255.0 arrays, no Rescaling
+                           layer, steps_per_execution=1;
+  Model.fit spe=K          the fastest Model.fit a Keras user can write: uint8 images with the
+                           Rescaling layer, steps_per_execution K in {1, 32, 256}.
+Each repetition builds the model from the same seed for every trainer (same initial
 weights), trains it, and evaluates it on the 10,000 test images. Training seconds are wall
-clock of the fit call, compilation included (a user pays it; no persistent compilation
-cache is enabled, so every fit compiles its programs from scratch). Per-epoch times of
-epochs 2+ show the steady state without compilation. Results: BENCHMARKS.md.
+clock of the fit call, compilation included (no persistent compilation cache); per-epoch
+times of epochs 2+ show the steady state. Results: BENCHMARKS.md.
 
     python benchmarks/train_speed.py [--reps 3] [--epochs 5]
 """
@@ -26,9 +30,12 @@ from fmnist._backend import keras
 from fmnist.train import EpochTimer
 
 
-def seed_model(seed: int):
+def seed_model(seed: int, normalize: bool = True, steps_per_execution: int = 1):
     keras.utils.set_random_seed(seed)
-    return models.compile_model(models.build_model())
+    model = models.build_model(models.ModelSpec(normalize=normalize))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)  # fmt: skip
+    return model
 
 
 def run_fmnist(seed, x, y, epochs, batch_size):
@@ -38,11 +45,24 @@ def run_fmnist(seed, x, y, epochs, batch_size):
     return time.perf_counter() - t, timer.seconds, model
 
 
-def run_keras(seed, x, y, epochs, batch_size):
-    model, timer = seed_model(seed), EpochTimer()
-    t = time.perf_counter()
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[timer])
-    return time.perf_counter() - t, timer.seconds, model
+def keras_runner(normalize: bool, steps_per_execution: int):
+    def run(seed, x, y, epochs, batch_size):
+        model, timer = seed_model(seed, normalize, steps_per_execution), EpochTimer()
+        x = x if normalize else x / 255.0  # the tutorial divides the arrays: float64
+        t = time.perf_counter()
+        model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[timer])
+        return time.perf_counter() - t, timer.seconds, model
+
+    return run
+
+
+TRAINERS = {
+    "fmnist.fit": run_fmnist,
+    "Model.fit tutorial": keras_runner(normalize=False, steps_per_execution=1),
+    "Model.fit spe=1": keras_runner(normalize=True, steps_per_execution=1),
+    "Model.fit spe=32": keras_runner(normalize=True, steps_per_execution=32),
+    "Model.fit spe=256": keras_runner(normalize=True, steps_per_execution=256),
+}
 
 
 def main():
@@ -56,32 +76,31 @@ def main():
     device = jax.devices()[0].device_kind
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on {device}, "
           f"keras {keras.__version__}; {args.epochs} epochs, batch {args.batch_size}")  # fmt: skip
-    results = {"fmnist.fit": [], "Model.fit": []}
-    later = {"fmnist.fit": [], "Model.fit": []}  # epochs after the first: no compilation in them
+    results = {name: [] for name in TRAINERS}
+    later = {name: [] for name in TRAINERS}  # epochs after the first: no compilation in them
     for rep in range(args.reps):
-        # Alternate which goes first so slow drifts of a noisy machine hit both alike.
-        order = [("fmnist.fit", run_fmnist), ("Model.fit", run_keras)]
-        for name, runner in order if rep % 2 == 0 else order[::-1]:
-            seconds, per_epoch, model = runner(rep, x, y, args.epochs, args.batch_size)
-            acc = engine.evaluate(model, x_test, y_test)["accuracy"]
+        # Alternate the order so slow drifts of a noisy machine hit every trainer alike.
+        order = list(TRAINERS) if rep % 2 == 0 else list(TRAINERS)[::-1]
+        for name in order:
+            seconds, per_epoch, model = TRAINERS[name](rep, x, y, args.epochs, args.batch_size)
+            x_eval = x_test if name != "Model.fit tutorial" else x_test / 255.0
+            acc = float(model.evaluate(x_eval, y_test, verbose=0, return_dict=True)["accuracy"])
             results[name].append((seconds, acc))
-            later[name].extend(per_epoch[1:])
-            print(f"rep {rep} seed {rep} {name:10} {seconds:6.2f} s (first epoch {per_epoch[0]:.2f} s, "
-                  f"then {statistics.median(per_epoch[1:] or [float('nan')]):.2f} s/epoch)   "
-                  f"test accuracy {acc:.4f}", flush=True)  # fmt: skip
+            later[name].append(statistics.median(per_epoch[1:] or [float("nan")]))
+            print(f"rep {rep} {name:18} {seconds:6.2f} s (first epoch {per_epoch[0]:.2f} s, then "
+                  f"{later[name][-1]:.3f} s/epoch)   test accuracy {acc:.4f}", flush=True)  # fmt: skip
 
-    med = {name: statistics.median(s for s, _ in r) for name, r in results.items()}
-    acc = {name: statistics.mean(a for _, a in r) for name, r in results.items()}
-    ratios = [k[0] / f[0] for f, k in zip(results["fmnist.fit"], results["Model.fit"], strict=True)]
-    for name in results:
-        print(f"{name:10} median {med[name]:6.2f} s ({med[name] / args.epochs:.2f} s/epoch), "
-              f"mean test accuracy {acc[name]:.4f}")  # fmt: skip
-    print(f"speed-up (Model.fit / fmnist.fit): median {statistics.median(ratios):.2f}x "
-          f"(per repetition: {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
-    steady = statistics.median(later["Model.fit"]) / statistics.median(later["fmnist.fit"])
-    print(f"epochs 2+ only (compiled, steady state): Model.fit {statistics.median(later['Model.fit']):.3f} s/epoch, "
-          f"fmnist.fit {statistics.median(later['fmnist.fit']):.3f} s/epoch: {steady:.2f}x")  # fmt: skip
-    print(f"accuracy difference (fmnist - Keras): {100 * (acc['fmnist.fit'] - acc['Model.fit']):+.2f} points")
+    ours = results["fmnist.fit"]
+    print("\n| trainer | total s (median) | epochs 2+ s/epoch (median) | fmnist.fit faster, total | "
+          "fmnist.fit faster, epochs 2+ | test accuracy (mean) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        total = statistics.median(s for s, _ in r)
+        steady = statistics.median(later[name])
+        ratio = statistics.median(k[0] / f[0] for f, k in zip(ours, r, strict=True))
+        ratio2 = statistics.median(k / f for f, k in zip(later["fmnist.fit"], later[name], strict=True))
+        print(f"| {name} | {total:.2f} | {steady:.3f} | {ratio:.2f}x | {ratio2:.2f}x | "
+              f"{statistics.mean(a for _, a in r):.4f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -113,8 +113,8 @@ def test_evaluate_is_the_full_json_dict_from_one_pass(seed_run, dataset, monkeyp
     from fmnist import engine
 
     calls = []
-    real = engine.predict_proba
-    monkeypatch.setattr(engine, "predict_proba", lambda *a: calls.append(1) or real(*a))
+    real = engine.predict_views  # under predict_proba: one pass, every view inside it
+    monkeypatch.setattr(engine, "predict_views", lambda *a: calls.append(1) or real(*a))
     model = runs.load_model(seed_run)
     _, (x_test, y_test) = dataset
     m = engine.evaluate(model, x_test, y_test)
@@ -214,19 +214,24 @@ def test_compare_and_report_reject_a_folder_that_is_not_a_run(tmp_path):
 
 
 def test_train_command_writes_the_report_from_the_model_in_memory(seed_run, tmp_path, monkeypatch):
-    """`fmnist train` hands its trained model and loaded dataset to the report (no reload, no second training)."""
+    """`fmnist train` hands its trained model, loaded dataset and test-set evaluation to the report
+    (no reload, no second training, no second pass over the test set)."""
+    import numpy as np
+
     import fmnist.train
-    from fmnist.train import TrainResult
+    from fmnist.train import TrainConfig, TrainResult
 
     model = runs.load_model(seed_run)
     calls = {}
+    metrics, probs = {"accuracy": 0.86, "loss": 0.39}, np.full((3, 10), 0.1)
 
-    def fake_train(config, out, callbacks=(), dataset=None):
+    def fake_train(config, out, callbacks=(), dataset=None, started=None):
         calls["dataset"] = dataset
-        return TrainResult(model, {"loss": [0.4]}, {"accuracy": 0.86, "loss": 0.39}, 1.0, out)
+        return TrainResult(model, {"loss": [0.4]}, metrics, 1.0, out, TrainConfig(), probs, {"train": 1.0})
 
-    def fake_report(run_dir, model=None, dataset=None):
+    def fake_report(run_dir, model=None, dataset=None, evaluation=None):
         calls["report"] = (Path(run_dir), model, dataset)
+        assert evaluation[0] is metrics and evaluation[1] is probs
         return Path(run_dir) / runs.REPORT_FILE
 
     monkeypatch.setattr(fmnist.train, "train", fake_train)

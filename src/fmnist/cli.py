@@ -172,52 +172,139 @@ def _progress_callback():
     return EpochLines()
 
 
+def parse_duration(text: str) -> float:
+    """'300', '300s', '5m', '1.5h' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    try:
+        seconds = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise FmnistError(f"--time-budget {text!r}: give a positive duration such as 300, 300s, 5m or 1.5h.")
+    return seconds
+
+
+Opt = typer.Option  # every training flag defaults to None: only flags the user typed override the recipe
+
+
 @app.command()
 def train(
-    hidden: Annotated[list[int] | None, typer.Option(help="Hidden layer width; repeat for more layers.")] = None,
-    activation: Annotated[str, typer.Option(help="Hidden layer activation.")] = "relu",
-    arch: Annotated[str, typer.Option(help="mlp (the tutorial's) or cnn.")] = "mlp",
-    dropout: Annotated[float, typer.Option(help="Dropout after each hidden layer.")] = 0.0,
-    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 5,
-    batch_size: Annotated[int, typer.Option(help="Images per gradient step.")] = 32,
-    learning_rate: Annotated[float | None, typer.Option(help="Optimizer learning rate (default: its own).")] = None,
-    optimizer: Annotated[str, typer.Option(help="adam, adamw, sgd, rmsprop or nadam.")] = "adam",
-    normalize: Annotated[bool, typer.Option(help="Divide pixels by 255 inside the model.")] = True,
-    validation_split: Annotated[float, typer.Option(help="Fraction of training data held out.")] = 0.0,
-    stop_at_loss: Annotated[float | None, typer.Option(help="Stop once training loss is below this.")] = None,
-    stop_at_accuracy: Annotated[float | None, typer.Option(help="Stop once training accuracy is above this.")] = None,
-    early_stopping: Annotated[int | None, typer.Option(help="Patience (epochs) on val_loss.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed: weights, batch order, dropout.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Train on the first N images only (quick trials).")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Run directory to write.")] = Path("runs/default"),
+    recipe: Annotated[
+        str | None, Opt(help="Start from a named recipe (see `fmnist recipes`); flags override it.")
+    ] = None,
+    hidden: Annotated[list[int] | None, Opt(help="Hidden layer width; repeat for more layers. [default: 128]")] = None,
+    activation: Annotated[str | None, Opt(help="Hidden layer activation. [default: relu]")] = None,
+    arch: Annotated[str | None, Opt(help="mlp (the tutorial's), cnn or vgg. [default: mlp]")] = None,
+    conv_filters: Annotated[
+        list[int] | None, Opt(help="cnn/vgg: filters per conv block; repeat. [default: 32 64]")
+    ] = None,
+    dropout: Annotated[float | None, Opt(help="Dropout after each hidden layer. [default: 0]")] = None,
+    normalize: Annotated[
+        bool | None,
+        Opt("--normalize/--no-normalize", help="Divide pixels by 255 inside the model. [default: normalize]"),
+    ] = None,
+    epochs: Annotated[int | None, Opt(help="Passes over the training set. [default: 5]")] = None,
+    batch_size: Annotated[int | None, Opt(help="Images per gradient step. [default: 32]")] = None,
+    optimizer: Annotated[str | None, Opt(help="adam, adamw, sgd, rmsprop or nadam. [default: adam]")] = None,
+    learning_rate: Annotated[
+        float | None, Opt(help="Learning rate (one-cycle: the peak). [default: the optimizer's]")
+    ] = None,
+    momentum: Annotated[float | None, Opt(help="sgd: momentum. [default: 0]")] = None,
+    nesterov: Annotated[bool | None, Opt("--nesterov/--no-nesterov", help="sgd: Nesterov momentum.")] = None,
+    weight_decay: Annotated[float | None, Opt(help="Decoupled weight decay. [default: none]")] = None,
+    schedule: Annotated[
+        str | None, Opt(help="Learning rate schedule: constant or one-cycle. [default: constant]")
+    ] = None,
+    label_smoothing: Annotated[float | None, Opt(help="Label smoothing of the training loss. [default: 0]")] = None,
+    augment_shift: Annotated[int | None, Opt(help="Augment: random shifts up to N px. [default: 0]")] = None,
+    augment_flip: Annotated[
+        bool | None, Opt("--augment-flip/--no-augment-flip", help="Augment: random left-right mirroring.")
+    ] = None,
+    ema: Annotated[float | None, Opt(help="Average the weights (EMA momentum, e.g. 0.99). [default: off]")] = None,
+    eval_views: Annotated[
+        list[str] | None,
+        Opt("--eval-view", help="Test-time view, repeat to average: identity, flip, left, right, up, down."),
+    ] = None,
+    time_budget: Annotated[
+        str | None, Opt(help="Whole-command budget (300, 300s, 5m): sets the number of steps.")
+    ] = None,
+    steps: Annotated[int | None, Opt(help="Optimizer steps in all, instead of epochs.")] = None,
+    validation_split: Annotated[float | None, Opt(help="Fraction of training data held out. [default: 0]")] = None,
+    stop_at_loss: Annotated[float | None, Opt(help="Stop once training loss is below this.")] = None,
+    stop_at_accuracy: Annotated[float | None, Opt(help="Stop once training accuracy is above this.")] = None,
+    early_stopping: Annotated[int | None, Opt(help="Patience (epochs) on val_loss.")] = None,
+    seed: Annotated[
+        int | None, Opt(help="Random seed: weights, batch order, augmentation, dropout. [default: 0]")
+    ] = None,
+    limit: Annotated[int | None, Opt(help="Train on the first N images only (quick trials, smoke tests).")] = None,
+    out_dir: Annotated[Path, Opt("--out", help="Run directory to write.")] = Path("runs/default"),
     data_dir: DataDir = None,
 ) -> None:
     """Train a model (default: the tutorial's), evaluate it on the test set, and save the run with its report."""
-    from fmnist import report
-    from fmnist.models import ModelSpec
+    started = time.perf_counter()
+    import dataclasses
+
+    from fmnist import recipes, report
     from fmnist.train import TrainConfig
     from fmnist.train import train as train_job
 
-    spec = ModelSpec(
-        arch=arch, hidden=tuple(hidden or (128,)), activation=activation, normalize=normalize, dropout=dropout
-    )
-    config = TrainConfig(
-        model=spec, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-        validation_split=validation_split, stop_at_loss=stop_at_loss, stop_at_accuracy=stop_at_accuracy,
-        early_stopping=early_stopping, seed=seed, train_limit=limit,
-        data_dir=str(data_dir) if data_dir else None,
-    )  # fmt: skip
+    base = recipes.get(recipe).config if recipe else TrainConfig()
+    spec_fields = {
+        "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
+        "conv_filters": tuple(conv_filters) if conv_filters else None, "normalize": normalize,
+    }  # fmt: skip
+    fields = {
+        "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
+        "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
+        "label_smoothing": label_smoothing, "augment_shift": augment_shift, "augment_flip": augment_flip, "ema": ema,
+        "eval_views": tuple(eval_views) if eval_views else None, "steps": steps,
+        "time_budget": parse_duration(time_budget) if time_budget is not None else None,
+        "validation_split": validation_split, "stop_at_loss": stop_at_loss, "stop_at_accuracy": stop_at_accuracy,
+        "early_stopping": early_stopping, "seed": seed, "train_limit": limit,
+        "data_dir": str(data_dir) if data_dir else None,
+    }  # fmt: skip
+    typed = {k: v for k, v in fields.items() if v is not None}
+    if epochs is not None or steps is not None:
+        typed.setdefault("time_budget", None)  # an explicit length replaces a recipe's time budget
+    if limit is not None and time_budget is None and base.time_budget is not None:
+        typed["time_budget"] = None  # --limit is a quick trial: one pass over N images, not the recipe's minutes
+        typed.setdefault("epochs", 1)
+    spec = dataclasses.replace(base.model, **{k: v for k, v in spec_fields.items() if v is not None})
+    config = dataclasses.replace(base, model=spec, **typed)
     dataset = _load(data_dir)
     _use_compilation_cache()
-    out.print(f"training {spec.describe()} for {epochs} epochs, batch {batch_size}, seed {seed}")
-    result = train_job(config, out_dir, callbacks=[_progress_callback()], dataset=dataset)
+    length = (
+        f"a {config.time_budget:.0f} s budget" if config.time_budget and config.steps is None
+        else f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
+    )  # fmt: skip
+    named = f"recipe {config.recipe}: " if config.recipe else ""
+    out.print(f"training {named}{spec.describe()} for {length}, batch {config.batch_size}, seed {config.seed}")
+    result = train_job(config, out_dir, callbacks=[_progress_callback()], dataset=dataset, started=started)
     m = result.metrics
+    views = f" ({' + '.join(m['views'])} views; one view {m['accuracy_single_view']:.4f})" if "views" in m else ""
     out.print(
-        f"[bold]test accuracy {m['accuracy']:.4f}[/], loss {m['loss']:.4f} "
-        f"(trained {len(result.history['loss'])} epochs in {result.train_seconds:.1f}s)"
+        f"[bold]test accuracy {m['accuracy']:.4f}[/]{views}, loss {m['loss']:.4f} "
+        f"(trained {len(result.history['loss'])} epochs, {result.config.steps or 'all'} steps, "
+        f"in {result.train_seconds:.1f}s)"
     )
-    page = report.write_run_report(out_dir, model=result.model, dataset=dataset)
+    evaluation = (result.metrics, result.probs)
+    page = report.write_run_report(out_dir, model=result.model, dataset=dataset, evaluation=evaluation)
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in result.phases.items())
     out.print(f"run saved in [bold]{out_dir}[/]; report: {page}")
+    out.print(f"{time.perf_counter() - started:.0f} s in all ({phases}, saving and report the rest)")
+
+
+@app.command("recipes")
+def recipes_cmd() -> None:
+    """The named training recipes, with what each measured on the 2-core CPU machine."""
+    from fmnist import recipes
+
+    table = Table("recipe", "what", "measured", show_lines=True)
+    for r in recipes.RECIPES.values():
+        table.add_row(f"[bold]{r.name}[/]", r.summary, r.measured)
+    out.print(table)
+    out.print("use one: fmnist train --recipe NAME [--out runs/NAME]; any flag beside it overrides that setting.")
 
 
 @app.command()
@@ -231,7 +318,7 @@ def evaluate(
     _use_compilation_cache()
     model = runs.load_model(run)
     _, (x_test, y_test) = _load(data_dir)
-    metrics = engine.evaluate(model, x_test, y_test)
+    metrics = engine.evaluate(model, x_test, y_test, views=runs.eval_views(run))
     _print_evaluation(metrics)
     run_dir = runs.run_dir_of(run)
     if run_dir is not None:

@@ -9,8 +9,14 @@ machine the seed program (5 epochs, batch 32) trains in a median 2.42 s against 
 ``Model.fit`` on the same backend (2.84x; 1.75x for a process's first, cold fit), at the
 same test accuracy (benchmarks/train_speed.py, BENCHMARKS.md).
 
-``predict_proba`` is the only forward pass: ``evaluate``, ``Predictor``, the report and
-the experiments all call it.
+Convolutional models are traced under ``kernels.cpu_kernels()``: on the CPU, Keras' Conv2D
+and MaxPooling2D run as a patch matrix product and a reshape-max (same maths, faster XLA:CPU
+programs; the saved model keeps Keras' layers). ``augment`` transforms each batch inside
+the program, keyed by the seed and the step number.
+
+``predict_proba`` (over ``predict_views``) is the only forward pass: ``evaluate``,
+``Predictor``, the report and the experiments all call it; test-time views are averaged
+inside one compiled program.
 
 Callbacks are honoured at epoch granularity (on_train_begin / on_epoch_begin /
 on_epoch_end / on_train_end, ``model.stop_training``) and ``on_train_batch_end`` is
@@ -22,14 +28,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fmnist import metrics
+from fmnist import augment as augment_lib
+from fmnist import kernels, metrics
 from fmnist._backend import keras
 from fmnist.errors import ModelError
 
@@ -42,11 +49,12 @@ _DEFAULT_LOSS = keras.losses.sparse_categorical_crossentropy  # for models saved
 # Steps per compiled program, chosen by benchmarks/engine_schedule.py on the 2-core CPU
 # machine (BENCHMARKS.md, batch 32). Dense models: a 256-step loop runs a seed-model step
 # in 0.25 ms against 0.43 ms for one jitted call per step (1.7x) and compiles in ~1 s.
-# Convolutional models: one jitted call per step (33 ms). Inside an XLA:CPU loop the
-# same conv step took 195-205 ms (rolled scan or fori_loop, with or without cond/where)
-# and 43 ms fully unrolled; at ~30 ms a step, per-call dispatch (~0.1 ms) costs nothing.
+# Convolutional models: 16-step loops. With XLA's own convolution a conv step ran ~6x
+# slower inside any rolled loop than as one call per step; with fmnist.kernels' patch
+# products it runs as fast or faster inside one (batch 128: 0.34 against 0.52 ms per
+# image), and 16 steps keep progress callbacks frequent (a chunk is ~1-2 s).
 DENSE_CHUNK_STEPS = 256
-CONV_CHUNK_STEPS = 1
+CONV_CHUNK_STEPS = 16
 
 
 def default_chunk_steps(model: keras.Model) -> int:
@@ -148,13 +156,19 @@ def _forward(model, tv, ntv, x, training=False):
     return y_pred, ntv
 
 
-def _make_train_step(model, loss_fn):
-    """One optimizer step on a batch whose images carry weights ``w`` (1 real, 0 padding)."""
+def _make_train_step(model, loss_fn, augment=None):
+    """One optimizer step on a batch whose images carry weights ``w`` (1 real, 0 padding).
+
+    ``augment(x, key)`` (see fmnist.augment) transforms the raw batch first, with a key
+    that depends only on the seed and the step number.
+    """
     optimizer = model.optimizer
 
-    def step(state, x, y, w):
+    def step(state, x, y, w, key):
         tv, ntv, ov = state
         count = jnp.sum(w)
+        if augment is not None:
+            x = augment(x, key)
 
         def compute_loss(tv, ntv):
             y_pred, ntv, losses = model.stateless_call(tv, ntv, x.astype("float32"), training=True, return_losses=True)
@@ -179,25 +193,21 @@ def _make_chunk(step, chunk_steps: int):
     the epoch's last chunk runs fewer. A traced trip count needs no masking of padding
     steps, which would otherwise need ``lax.cond`` or ``jnp.where`` around every step (an
     optimizer update on zero gradients still moves Adam's weights); it measured as fast
-    as the best of those (benchmarks/engine_schedule.py).
+    as the best of those (benchmarks/engine_schedule.py). ``start`` numbers the first step
+    of the chunk: step ``start + i`` augments with ``fold_in(key, start + i)``.
     """
-    if chunk_steps == 1:
-
-        @jax.jit
-        def single(state, x_all, y_all, idx, w, n):
-            return step(state, jnp.take(x_all, idx[0], axis=0), jnp.take(y_all, idx[0], axis=0), w[0])
-
-        return single
 
     @jax.jit
-    def chunk(state, x_all, y_all, idx, w, n):
+    def chunk(state, x_all, y_all, idx, w, n, start, key):
         def body(i, carry):
             state, loss_sum, correct = carry
             xb, yb = jnp.take(x_all, idx[i], axis=0), jnp.take(y_all, idx[i], axis=0)
-            state, loss, n_correct = step(state, xb, yb, w[i])
+            state, loss, n_correct = step(state, xb, yb, w[i], jax.random.fold_in(key, start + i))
             return state, loss_sum + loss, correct + n_correct
 
         zero = jnp.zeros((), jnp.float32)
+        if chunk_steps == 1:  # no loop at all
+            return body(0, (state, zero, zero))
         return jax.lax.fori_loop(0, n, body, (state, zero, zero))
 
     return chunk
@@ -215,7 +225,8 @@ def _compiled(jitted, *example_args):
     (another seed, a notebook cell run again, the next experiment trial) skips XLA's
     compilation, ~1 s for the seed model on the 2-core CPU machine.
     """
-    lowered = jitted.lower(*example_args)
+    with kernels.cpu_kernels():
+        lowered = jitted.lower(*example_args)
     key = hashlib.sha256(lowered.as_text().encode()).hexdigest()
     if key not in _PROGRAMS:
         if len(_PROGRAMS) >= PROGRAMS_KEPT:
@@ -243,9 +254,10 @@ def _epoch_plan(order: np.ndarray, batch_size: int, chunk_steps: int) -> tuple[n
 
 
 # --------------------------------------------------------------------------- inference
-@partial(jax.jit, static_argnums=(0,))
-def _forward_jit(model, tv, ntv, x):
-    return _forward(model, tv, ntv, x)[0]
+@partial(jax.jit, static_argnums=(0, 1))
+def _forward_jit(model, views, tv, ntv, x):
+    """Outputs for each test-time view, stacked: (views, n, outputs). One program for all views."""
+    return jnp.stack([_forward(model, tv, ntv, augment_lib.view(x, v))[0] for v in views])
 
 
 def _buckets(n: int, batch: int = INFER_BATCH):
@@ -258,24 +270,35 @@ def _buckets(n: int, batch: int = INFER_BATCH):
         start += size
 
 
-def _predict_with(model, tv, ntv, x: np.ndarray) -> np.ndarray:
+def _predict_with(model, tv, ntv, x: np.ndarray, views=("identity",)) -> np.ndarray:
+    """(views, n, outputs) for raw images ``x``, in power-of-two buckets."""
     out = []
+    views = augment_lib.check_views(views)
     for start, stop, padded in _buckets(len(x)):
         xb = x[start:stop]
         if padded != len(xb):
             xb = np.concatenate([xb, np.zeros((padded - len(xb), *xb.shape[1:]), xb.dtype)])
-        out.append(np.asarray(_forward_jit(model, tv, ntv, jnp.asarray(xb)))[: stop - start])
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        with kernels.cpu_kernels():  # takes effect when this shape is traced for the first time
+            outputs = _forward_jit(model, views, tv, ntv, jnp.asarray(xb))
+        out.append(np.asarray(outputs)[:, : stop - start])
+    return np.concatenate(out, axis=1) if out else np.zeros((len(views), 0, 0), np.float32)
 
 
-def predict_proba(model: keras.Model, x: np.ndarray) -> np.ndarray:
+def predict_views(model: keras.Model, x: np.ndarray, views: Sequence[str]) -> np.ndarray:
+    """The model's outputs for each of the test-time ``views`` of raw images ``x``: (views, n, outputs)."""
+    tv, ntv, _ = model_state(model, optimizer=False)
+    return _predict_with(model, tv, ntv, np.asarray(x), tuple(views))
+
+
+def predict_proba(model: keras.Model, x: np.ndarray, views: Sequence[str] = ("identity",)) -> np.ndarray:
     """The model's outputs (class probabilities for a softmax model) for raw images ``x``.
 
     Batched through one compiled forward pass; shapes are padded to powers of two so a
-    single image and 10,000 images reuse a handful of compiled programs.
+    single image and 10,000 images reuse a handful of compiled programs. ``views`` (see
+    fmnist.augment.VIEWS) are test-time views whose outputs are averaged; the default is
+    the image itself, as Keras' ``Model.predict`` sees it.
     """
-    tv, ntv, _ = model_state(model, optimizer=False)
-    return _predict_with(model, tv, ntv, np.asarray(x))
+    return predict_views(model, x, views).mean(axis=0)
 
 
 @partial(jax.jit, static_argnums=(0,))
@@ -321,18 +344,26 @@ def fit(
     shuffle: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     seed: int | None = None,
+    augment: Callable | None = None,
+    max_steps: int | None = None,
     chunk_steps: int | None = None,
 ) -> keras.callbacks.History:
     """Train a compiled Keras model; returns the History that ``Model.fit`` would.
 
     ``x`` holds raw images (any dtype; uint8 stays uint8 on the device and is cast inside
-    the program), ``y`` integer labels. ``seed`` fixes the batch order; the same seed and
-    the same initial weights give the same history on the CPU. ``chunk_steps`` overrides
-    how many steps one compiled program runs (default: ``default_chunk_steps``).
+    the program), ``y`` integer labels (or one-hot rows, for a categorical loss). ``seed``
+    fixes the batch order and the augmentation draws; the same seed and the same initial
+    weights give the same history on the CPU. ``augment(x, key)`` transforms each raw
+    batch inside the compiled program (e.g. ``fmnist.augment.Augment()``). ``max_steps``
+    ends training after that many optimizer steps in all (the last epoch may be partial).
+    ``chunk_steps`` overrides how many steps one compiled program runs (default:
+    ``default_chunk_steps``).
     """
     x, y = np.asarray(x), np.asarray(y)
-    if batch_size < 1 or epochs < 0:
-        raise ModelError(f"batch_size must be >= 1 and epochs >= 0 (got {batch_size}, {epochs}).")
+    if batch_size < 1 or epochs < 0 or (max_steps is not None and max_steps < 0):
+        raise ModelError(
+            f"batch_size must be >= 1, epochs and max_steps >= 0 (got {batch_size}, {epochs}, {max_steps})."
+        )
     x, y, vx, vy = _split_validation(x, y, validation_data, validation_split)
     check_model(model, x, y)
     optimizer, loss_fn = model.optimizer, _loss_fn(model)
@@ -341,34 +372,40 @@ def fit(
     n = len(x)
     steps = -(-n // batch_size)
     chunk_steps = min(chunk_steps or default_chunk_steps(model), steps)
-    chunk, program = _make_chunk(_make_train_step(model, loss_fn), chunk_steps), None
+    chunk, program = _make_chunk(_make_train_step(model, loss_fn, augment), chunk_steps), None
     rng = np.random.default_rng(seed)
+    key = jax.random.PRNGKey(int(rng.integers(2**31)))  # augmentation draws: fold_in(key, step number)
     x_dev, y_dev = jax.device_put(x), jax.device_put(y)  # resident for the whole fit
     cbs = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=steps
     )
     model.stop_training = False
     logs: dict[str, float] = {}
+    done_steps = 0
     cbs.on_train_begin()
     for epoch in range(epochs):
+        if max_steps is not None and done_steps >= max_steps:
+            break
         cbs.on_epoch_begin(epoch)
         # Read the state at every epoch start: callbacks may have changed weights or the learning rate.
         state = model_state(model)
         idx, w = _epoch_plan(rng.permutation(n) if shuffle else np.arange(n), batch_size, chunk_steps)
-        program = program or _compiled(chunk, state, x_dev, y_dev, idx[0], w[0], chunk_steps)
-        loss_sum, correct = 0.0, 0.0
-        for c in range(len(idx)):
-            n_steps = min(chunk_steps, steps - c * chunk_steps)
-            state, chunk_loss, chunk_correct = program(state, x_dev, y_dev, idx[c], w[c], n_steps)
+        epoch_steps = steps if max_steps is None else min(steps, max_steps - done_steps)
+        program = program or _compiled(chunk, state, x_dev, y_dev, idx[0], w[0], chunk_steps, 0, key)
+        loss_sum, correct, seen = 0.0, 0.0, 0
+        for c in range(-(-epoch_steps // chunk_steps)):
+            n_steps = min(chunk_steps, epoch_steps - c * chunk_steps)
+            state, chunk_loss, chunk_correct = program(state, x_dev, y_dev, idx[c], w[c], n_steps, done_steps, key)
+            done_steps += n_steps
+            seen = min(seen + n_steps * batch_size, n)
             loss_sum, correct = loss_sum + float(chunk_loss), correct + float(chunk_correct)
-            done = min((c + 1) * chunk_steps * batch_size, n)
-            logs = _running(loss_sum, correct, done)
-            cbs.on_train_batch_end(min((c + 1) * chunk_steps, steps) - 1, logs)
+            logs = _running(loss_sum, correct, seen)
+            cbs.on_train_batch_end(c * chunk_steps + n_steps - 1, logs)
             if model.stop_training:  # set by a batch-level callback (TerminateOnNaN): end the epoch here
                 break
         _write_back(model, state)
         if vx is not None:
-            vprobs = _predict_with(model, state[0], state[1], vx)
+            vprobs = _predict_with(model, state[0], state[1], vx)[0]
             logs |= {f"val_{k}": v for k, v in loss_and_accuracy(model, vprobs, vy).items()}
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
@@ -403,14 +440,35 @@ def _write_back(model: keras.Model, state) -> None:
 
 
 # --------------------------------------------------------------------------- evaluate
-def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, *, probs: np.ndarray | None = None) -> dict:
+def evaluate(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    views: Sequence[str] = ("identity",),
+    probs: np.ndarray | None = None,
+    return_probs: bool = False,
+):
     """Everything about ``model`` on ``(x, y)`` from one ``predict_proba`` pass, as a JSON-ready dict.
 
     loss and accuracy (the compiled loss), then ``metrics.summarize``: top-2 accuracy, expected
     calibration error, per-class precision / recall / F1 / support, the confusion matrix and
-    the top confusions. ``probs`` passes outputs already computed by ``predict_proba`` (the
-    report draws its figures from the same pass instead of running the model twice).
+    the top confusions. With test-time ``views`` the figures are those of the averaged
+    probabilities, and ``accuracy_single_view`` (the plain image's, as a plain Keras
+    ``predict`` gives) is recorded beside them. ``probs`` passes outputs already computed
+    by ``predict_proba``; ``return_probs`` returns ``(metrics, probs)`` (the report draws
+    its figures from the same pass instead of running the model twice).
     """
     x, y = np.asarray(x), np.asarray(y)
-    probs = predict_proba(model, x) if probs is None else np.asarray(probs)
-    return loss_and_accuracy(model, probs, y) | metrics.summarize(probs, y)
+    views = augment_lib.check_views(views)
+    single = None
+    if probs is None:
+        computed = ("identity", *[v for v in views if v != "identity"])  # the plain image first, always
+        per_view = predict_views(model, x, computed)
+        probs, single = per_view[[computed.index(v) for v in views]].mean(axis=0), per_view[0]
+    result = loss_and_accuracy(model, np.asarray(probs), y) | metrics.summarize(np.asarray(probs), y)
+    if views != ("identity",):
+        result["views"] = list(views)
+        if single is not None:
+            result["accuracy_single_view"] = loss_and_accuracy(model, single, y)["accuracy"]
+    return (result, probs) if return_probs else result

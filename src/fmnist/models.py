@@ -26,20 +26,22 @@ ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "linea
 class ModelSpec:
     """What to build. Defaults are the tutorial's seed model."""
 
-    arch: Literal["mlp", "cnn"] = "mlp"  # mlp: Dense layers on the flat image; cnn: conv blocks, then Dense
+    arch: Literal["mlp", "cnn", "vgg"] = "mlp"  # mlp: Dense layers on the flat image; cnn, vgg: see build_model
     hidden: tuple[int, ...] = (128,)  # widths of the hidden Dense layers, in order
     activation: str = "relu"  # activation of every hidden layer
     normalize: bool = True  # start with Rescaling(1/255), so the model takes raw 0–255 pixels
     dropout: float = 0.0  # dropout rate after each hidden layer (0 = none, as in the tutorial)
-    conv_filters: tuple[int, ...] = (32, 64)  # cnn only: filters of each 3×3 conv block (conv, BN, relu, pool)
+    conv_filters: tuple[int, ...] = (32, 64)  # cnn, vgg: filters of each block of 3×3 convs
     flatten: bool = True  # False reproduces the tutorial's missing-Flatten mistake
     output_units: int = NUM_CLASSES  # != 10 reproduces the tutorial's wrong-output-width mistake
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
-        if self.arch not in ("mlp", "cnn"):
-            raise ModelError(f"unknown architecture {self.arch!r}: use 'mlp' or 'cnn'.")
+        if self.arch not in ("mlp", "cnn", "vgg"):
+            raise ModelError(f"unknown architecture {self.arch!r}: use 'mlp', 'cnn' or 'vgg'.")
+        if self.arch != "mlp" and (not self.conv_filters or min(self.conv_filters) < 1):
+            raise ModelError(f"conv filters must be positive, got {list(self.conv_filters)}.")
         if any(h < 1 for h in self.hidden):
             raise ModelError(f"hidden layer widths must be positive, got {list(self.hidden)}.")
         if self.activation not in ACTIVATIONS:
@@ -52,33 +54,54 @@ class ModelSpec:
     def describe(self) -> str:
         """A short human name, e.g. 'mlp 128' or 'cnn 32-64 / 128'."""
         widths = "-".join(map(str, self.hidden)) or "none"
-        body = f"cnn {'-'.join(map(str, self.conv_filters))} / {widths}" if self.arch == "cnn" else f"mlp {widths}"
+        filters = "-".join(map(str, self.conv_filters))
+        body = {"mlp": f"mlp {widths}", "cnn": f"cnn {filters} / {widths}", "vgg": f"vgg {filters}"}[self.arch]
         extras = [e for e, on in (("raw pixels", not self.normalize), (f"dropout {self.dropout}", self.dropout)) if on]
         return body + (f" ({', '.join(extras)})" if extras else "")
 
 
 def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist") -> keras.Model:
-    """An uncompiled Keras model for raw (28, 28) images with values 0–255."""
+    """An uncompiled Keras model for raw (28, 28) images with values 0–255.
+
+    - mlp: [Rescaling] → Flatten → Dense(hidden, activation)… → Dense(10, softmax): the tutorial's.
+    - cnn: per width in ``conv_filters`` a block conv3×3 → BatchNorm → relu → 2×2 max pool,
+      then Flatten → Dense(hidden)… → Dense(10, softmax).
+    - vgg: per width two conv3×3 → BatchNorm → relu (one in the last block), 2×2 max pool
+      between blocks, then a global max pool → Dense(10, softmax); ``hidden`` is not used.
+      (32, 64, 128) is the 5-conv net of the best recipe.
+    """
     layers: list = [keras.Input(IMAGE_SHAPE, name="pixels")]
     if spec.normalize:
         layers.append(keras.layers.Rescaling(1.0 / 255, name="normalize"))
-    if spec.arch == "cnn":
+    if spec.arch != "mlp":
         layers.append(keras.layers.Reshape((*IMAGE_SHAPE, 1)))
+    if spec.arch == "cnn":
         for i, filters in enumerate(spec.conv_filters):
-            layers += [
-                keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}"),
-                keras.layers.BatchNormalization(name=f"bn{i}"),
-                keras.layers.Activation("relu"),
-                keras.layers.MaxPooling2D(2),
-            ]
-    if spec.flatten:
+            layers += [*_conv_bn_relu(filters, f"{i}"), keras.layers.MaxPooling2D(2)]
+    if spec.arch == "vgg":
+        last = len(spec.conv_filters) - 1
+        for i, filters in enumerate(spec.conv_filters):
+            for j in range(1 if i == last else 2):
+                layers += _conv_bn_relu(filters, f"{i}{'ab'[j]}")
+            if i < last:
+                layers.append(keras.layers.MaxPooling2D(2))
+        layers.append(keras.layers.GlobalMaxPooling2D(name="global_max"))
+    elif spec.flatten:
         layers.append(keras.layers.Flatten(name="flatten"))
-    for i, width in enumerate(spec.hidden):
+    for i, width in enumerate(spec.hidden if spec.arch != "vgg" else ()):
         layers.append(keras.layers.Dense(width, activation=spec.activation, name=f"hidden{i}"))
         if spec.dropout:
             layers.append(keras.layers.Dropout(spec.dropout))
     layers.append(keras.layers.Dense(spec.output_units, activation="softmax", name="probabilities"))
     return keras.Sequential(layers, name=name)
+
+
+def _conv_bn_relu(filters: int, suffix: str) -> list:
+    return [
+        keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{suffix}"),
+        keras.layers.BatchNormalization(name=f"bn{suffix}"),
+        keras.layers.Activation("relu"),
+    ]
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")

@@ -110,8 +110,9 @@ def images_in(folder: str | os.PathLike) -> list[Path]:
 class Predictor:
     """A loaded model that classifies images of clothing."""
 
-    def __init__(self, model, source: str | None = None):
+    def __init__(self, model, source: str | None = None, views: Sequence[str] = ("identity",)):
         from fmnist._backend import keras
+        from fmnist.augment import check_views
 
         where = f" {source}" if source else ""
         try:
@@ -123,12 +124,14 @@ class Predictor:
                 f"the model{where} outputs shape {tuple(spec.shape)}, not one score per class "
                 f"(None, {NUM_CLASSES}): it is not a Fashion-MNIST classifier."
             )
-        self.model, self.source = model, source
+        self.model, self.source, self.views = model, source, check_views(views)
 
     @classmethod
     def load(cls, run_or_model: str | os.PathLike) -> Predictor:
-        """From a run directory or a ``.keras`` file (a ``RunError`` if neither loads)."""
-        return cls(runs.load_model(run_or_model), str(runs.resolve_model_path(run_or_model)))
+        """From a run directory or a ``.keras`` file (a ``RunError`` if neither loads), with the
+        run's test-time views (see TrainConfig.eval_views)."""
+        path = str(runs.resolve_model_path(run_or_model))
+        return cls(runs.load_model(run_or_model), path, runs.eval_views(run_or_model))
 
     def predict(self, inputs) -> list[Prediction]:
         """One ``Prediction`` per image, in order, from a single batched forward pass.
@@ -162,7 +165,7 @@ class Predictor:
     def _predict_batch(self, batch: np.ndarray, sources: list[str | None]) -> list[Prediction]:
         if len(batch) == 0:
             return []
-        probs = _as_probabilities(engine.predict_proba(self.model, batch))
+        probs = _as_probabilities(engine.predict_proba(self.model, batch, self.views))
         labels = probs.argmax(axis=1)
         return [
             Prediction(int(c), CLASS_NAMES[c], tuple(float(p) for p in row), batch[i], sources[i])

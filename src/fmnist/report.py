@@ -88,10 +88,12 @@ footer { margin-top:40px; color:var(--muted); font-size:12px; }
 
 
 # --------------------------------------------------------------------------- writing a run's report
-def write_run_report(run_dir: Path, model=None, dataset: tuple | None = None) -> Path:
-    """Predict the test set once, write metrics.json, figures/*.png and report.html; return its path.
+def write_run_report(run_dir: Path, model=None, dataset: tuple | None = None, evaluation=None) -> Path:
+    """Predict the test set once (with the run's test-time views), write metrics.json, figures/*.png
+    and report.html; return its path.
 
-    ``model`` and ``dataset`` (as ``load_data()`` returns it) skip reloading them, as after training.
+    ``model``, ``dataset`` (as ``load_data()`` returns it) and ``evaluation`` (``(metrics,
+    probs)`` from ``engine.evaluate(..., return_probs=True)``) skip recomputing them, as after training.
     """
     from fmnist import engine, plots  # JAX/Keras and matplotlib: only when a report is made
 
@@ -101,8 +103,8 @@ def write_run_report(run_dir: Path, model=None, dataset: tuple | None = None) ->
     history = runs.read_json(history_path) if history_path.is_file() else {}
     model = model if model is not None else runs.load_model(run_dir)
     _, (x_test, y_test) = dataset or data.load_data(config.get("data_dir"))
-    probs = engine.predict_proba(model, x_test)
-    metrics = engine.evaluate(model, x_test, y_test, probs=probs)
+    views = config.get("eval_views") or ("identity",)
+    metrics, probs = evaluation or engine.evaluate(model, x_test, y_test, views=views, return_probs=True)
     runs.write_json(run_dir / runs.METRICS_FILE, metrics)
     figures = {
         "confusion_matrix": plots.confusion_matrices(metrics["confusion_matrix"]),

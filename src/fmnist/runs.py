@@ -156,6 +156,13 @@ def run_dir_of(run_or_model: str | os.PathLike) -> Path | None:
     return p.parent if (p.parent / CONFIG_FILE).is_file() else None
 
 
+def eval_views(run_or_model: str | os.PathLike) -> tuple[str, ...]:
+    """The test-time views a run evaluates with (its config's ``eval_views``); a bare model: the image itself."""
+    run_dir = run_dir_of(run_or_model)
+    config = read_json(run_dir / CONFIG_FILE) if run_dir is not None and (run_dir / CONFIG_FILE).is_file() else {}
+    return tuple(config.get("eval_views") or ("identity",))
+
+
 def load_model(run_or_model: str | os.PathLike):
     """Open a saved model with plain ``keras.saving.load_model``; a damaged file is a RunError."""
     from fmnist._backend import keras

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist import data, engine, models, plots, runs
+from fmnist import augment, data, engine, models, plots, runs
 from fmnist._backend import keras
 from fmnist.errors import FmnistError
+
+SCHEDULES = ("constant", "one-cycle")
 
 
 @dataclass(frozen=True)
@@ -29,27 +31,51 @@ class TrainConfig:
     """Everything that decides a training run. Defaults reproduce the tutorial."""
 
     model: models.ModelSpec = field(default_factory=models.ModelSpec)  # what to build (see ModelSpec)
-    epochs: int = 5  # passes over the training set
+    epochs: int = 5  # passes over the training set (when ``steps`` is None)
     batch_size: int = 32  # images per gradient step (Keras' default)
     optimizer: str = "adam"  # adam, adamw, sgd, rmsprop or nadam
-    learning_rate: float | None = None  # None keeps the optimizer's default (0.001 for Adam)
+    learning_rate: float | None = None  # None keeps the optimizer's default (0.001 for Adam); one-cycle: the peak
+    momentum: float = 0.0  # sgd only: momentum
+    nesterov: bool = False  # sgd only: Nesterov momentum
+    weight_decay: float | None = None  # decoupled weight decay per step (scaled by the learning rate); None: none
+    schedule: str = "constant"  # learning rate over the run: constant, or one-cycle (linear warm-up, cosine to 0)
+    warmup: float = 0.2  # one-cycle: fraction of the steps spent warming up from learning_rate / 10
+    label_smoothing: float = 0.0  # train on targets (1 - s) one-hot + s / 10; the reported loss is plain
+    augment_shift: int = 0  # training augmentation: random translation by up to this many pixels (0-padded)
+    augment_flip: bool = False  # training augmentation: mirror half the images left-right
+    ema: float | None = None  # weight averaging: momentum of an exponential moving average of the weights
+    eval_views: tuple[str, ...] = ("identity",)  # test-time views averaged by evaluate/predict (fmnist.augment)
+    time_budget: float | None = None  # seconds for the whole run (compile, train, evaluate): plans ``steps``
+    steps: int | None = None  # optimizer steps in all, overriding epochs (planned from time_budget, recorded)
     validation_split: float = 0.0  # last fraction of the training set held out for val_loss/val_accuracy
     stop_at_loss: float | None = None  # the tutorial's callback: stop once training loss < this
     stop_at_accuracy: float | None = None  # stop once training accuracy > this
     early_stopping: int | None = None  # patience in epochs on val_loss (loss without validation)
-    seed: int = 0  # weights, batch order and dropout; same seed -> same run on the CPU
+    seed: int = 0  # weights, batch order, augmentation and dropout; same seed -> same run on the CPU
     train_limit: int | None = None  # use only the first N training images (quick trials and smoke tests)
     data_dir: str | None = None  # where the dataset is (None: the usual search, see fmnist.data)
+    recipe: str | None = None  # the named recipe this config started from (fmnist.recipes), if any
 
     def __post_init__(self):
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", models.spec_from_dict(self.model))
+        object.__setattr__(self, "eval_views", augment.check_views(self.eval_views))
         if self.epochs < 1 or self.batch_size < 1:
             raise FmnistError(f"epochs and batch size must be at least 1 (got {self.epochs}, {self.batch_size}).")
         if not 0.0 <= self.validation_split < 1.0:
             raise FmnistError(f"validation split must be in [0, 1), got {self.validation_split}.")
         if self.train_limit is not None and self.train_limit < 1:
             raise FmnistError(f"train_limit must be at least 1, got {self.train_limit}.")
+        if self.schedule not in SCHEDULES:
+            raise FmnistError(f"unknown schedule {self.schedule!r}: use {' or '.join(SCHEDULES)}.")
+        if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.warmup < 1.0:
+            raise FmnistError("label smoothing and warm-up fraction must be in [0, 1).")
+        if self.augment_shift < 0 or (self.ema is not None and not 0.0 < self.ema < 1.0):
+            raise FmnistError("augment_shift must be >= 0 and ema a momentum in (0, 1).")
+        if self.steps is not None and self.steps < 1:
+            raise FmnistError(f"steps must be at least 1, got {self.steps}.")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise FmnistError(f"the time budget must be positive, got {self.time_budget} s.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -113,6 +139,102 @@ class TrainResult:
     metrics: dict  # test-set evaluation (see engine.evaluate)
     train_seconds: float  # fit() wall clock, compilation included
     run_dir: Path | None
+    config: TrainConfig  # as run: with the planned steps when a time budget set them
+    probs: np.ndarray  # test-set probabilities behind ``metrics`` (averaged over the run's views)
+    phases: dict[str, float]  # wall-clock seconds: start (before train()), plan, train, evaluate
+
+
+# What a time budget leaves for finishing after the last training step, beyond the measured
+# compilation and test-set evaluation: saving the model, the learning-curve figure, the
+# report's figures and page (measured ~3-5 s for the vgg net on the 2-core machine).
+FINISH_SECONDS = 8.0
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """The optimizer ``config`` describes, with its learning-rate schedule laid out over ``total_steps``."""
+    if config.optimizer not in models.OPTIMIZERS:
+        raise FmnistError(f"unknown optimizer {config.optimizer!r}: use one of {', '.join(models.OPTIMIZERS)}.")
+    cls = keras.optimizers.get(config.optimizer).__class__
+    peak = config.learning_rate if config.learning_rate is not None else cls().learning_rate.numpy().item()
+    lr = peak
+    if config.schedule == "one-cycle":
+        warm = max(1, round(config.warmup * total_steps))
+        lr = keras.optimizers.schedules.CosineDecay(
+            peak / 10, decay_steps=max(1, total_steps - warm), alpha=0.0, warmup_target=peak, warmup_steps=warm
+        )
+    kwargs = {"learning_rate": lr}
+    if config.optimizer == "sgd":
+        kwargs |= {"momentum": config.momentum, "nesterov": config.nesterov}
+    if config.weight_decay is not None:
+        kwargs["weight_decay"] = config.weight_decay
+    if config.ema is not None:
+        kwargs |= {"use_ema": True, "ema_momentum": config.ema}
+    return cls(**kwargs)
+
+
+def build(config: TrainConfig, total_steps: int) -> keras.Model:
+    """The compiled model ``config`` describes (weights drawn from ``config.seed``)."""
+    keras.utils.set_random_seed(config.seed)
+    model = models.build_model(config.model)
+    loss = (
+        keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+        if config.label_smoothing
+        else "sparse_categorical_crossentropy"
+    )
+    model.compile(optimizer=make_optimizer(config, total_steps), loss=loss, metrics=["accuracy"])
+    return model
+
+
+def _fit(model, config: TrainConfig, x, y, *, epochs: int, max_steps: int | None, callbacks=()):
+    if config.label_smoothing:
+        y = np.eye(data.NUM_CLASSES, dtype=np.float32)[y]  # the smoothed loss takes one-hot targets
+    augment_fn = augment.Augment(config.augment_shift, config.augment_flip)
+    return engine.fit(
+        model, x, y, epochs=epochs, batch_size=config.batch_size, validation_split=config.validation_split,
+        callbacks=callbacks, seed=config.seed, augment=augment_fn if augment_fn.active else None, max_steps=max_steps,
+    )  # fmt: skip
+
+
+class ChunkClock(keras.callbacks.Callback):
+    """``perf_counter()`` at the start of training and at the end of every compiled chunk."""
+
+    def on_train_begin(self, logs=None):
+        self.times = [time.perf_counter()]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+
+
+PROBE_CHUNKS = 4  # compiled chunks the time-budget probe trains: compilation, then steady chunks
+
+
+def plan_steps(config: TrainConfig, x_train, x_test, started: float) -> int:
+    """How many training steps fit in ``config.time_budget`` seconds counted from ``started``.
+
+    Measured now, on this machine, with a throwaway copy of the model: a few compiled chunks
+    of steps (the first includes compilation, the last gives the step time) and the test-set
+    forward pass with the run's views. What is left after what has been spent, a second
+    compilation (the real run's schedule differs), the evaluation and FINISH_SECONDS,
+    divided by the step time. Recorded in config.json as ``steps``: a rerun replays it.
+    """
+    probe = build(config, total_steps=1)
+    chunk = engine.default_chunk_steps(probe)
+    clock = ChunkClock()
+    y = np.zeros(len(x_train), np.int64)  # labels don't change the program's cost
+    _fit(probe, config, x_train, y, epochs=1, max_steps=PROBE_CHUNKS * chunk, callbacks=[clock])
+    chunk_s = float(np.median(np.diff(clock.times[1:])))  # steady chunks (the first one compiled)
+    step_s = chunk_s / chunk
+    compile_s = max(0.0, clock.times[1] - clock.times[0] - chunk_s)
+    views = ("identity", *[v for v in config.eval_views if v != "identity"])  # as engine.evaluate computes them
+    sample = x_test[: engine.INFER_BATCH]
+    t0 = time.perf_counter()
+    engine.predict_views(probe, sample, views)  # compilation and one batch
+    t1 = time.perf_counter()
+    engine.predict_views(probe, sample, views)  # one batch
+    batch_s = time.perf_counter() - t1
+    eval_s = (t1 - t0 - batch_s) + batch_s * len(x_test) / len(sample)
+    left = config.time_budget - (time.perf_counter() - started) - compile_s - eval_s - FINISH_SECONDS
+    return max(1, int(left / step_s))
 
 
 def train(
@@ -121,38 +243,51 @@ def train(
     *,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     dataset: tuple | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Build, train and evaluate the model ``config`` describes; write the run to ``out`` if given.
 
     ``dataset`` (as ``load_data()`` returns it) skips loading, for callers that train many times.
+    ``started`` (a ``time.perf_counter()`` value) is when the time budget began: default now.
+    With a time budget and no recorded ``steps``, the steps are planned first (see plan_steps)
+    and the returned ``config`` carries them.
     """
+    started = time.perf_counter() if started is None else started
     (x_train, y_train), (x_test, y_test) = dataset or data.load_data(config.data_dir)
     if config.train_limit:
         x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
-    keras.utils.set_random_seed(config.seed)
-    model = models.compile_model(models.build_model(config.model), config.optimizer, config.learning_rate)
+    phases = {"start": time.perf_counter() - started}  # seconds spent before train() (CLI: imports, data)
+    if config.time_budget is not None and config.steps is None:
+        t = time.perf_counter()
+        config = dataclasses.replace(config, steps=plan_steps(config, x_train, x_test, started))
+        phases["plan"] = time.perf_counter() - t
+    fit_images = len(x_train) - int(len(x_train) * config.validation_split)
+    per_epoch = -(-fit_images // config.batch_size)
+    epochs = config.epochs if config.steps is None else -(-config.steps // per_epoch)
+    model = build(config, total_steps=config.steps or epochs * per_epoch)
     timer = EpochTimer()
     start = time.perf_counter()
-    history = engine.fit(
-        model,
-        x_train,
-        y_train,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        validation_split=config.validation_split,
+    history = _fit(
+        model, config, x_train, y_train, epochs=epochs, max_steps=config.steps,
         callbacks=[*config_callbacks(config), timer, *callbacks],
-        seed=config.seed,
-    )
-    train_seconds = time.perf_counter() - start
+    )  # fmt: skip
+    train_seconds = phases["train"] = time.perf_counter() - start
     hist = {k: [float(v) for v in vs] for k, vs in history.history.items()} | {"seconds": timer.seconds}
-    metrics = engine.evaluate(model, x_test, y_test)
+    if config.label_smoothing:  # report (and save) the plain cross-entropy against the true labels
+        model.compile(optimizer=model.optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    t = time.perf_counter()
+    metrics, probs = engine.evaluate(model, x_test, y_test, views=config.eval_views, return_probs=True)
+    phases["evaluate"] = time.perf_counter() - t
     if out is not None:
         with runs.staged_dir(Path(out)) as stage:  # all or nothing: a previous run there survives a failure
-            save_run(stage, model, config, hist, metrics, train_seconds)
-    return TrainResult(model, hist, metrics, train_seconds, Path(out) if out is not None else None)
+            save_run(stage, model, config, hist, metrics, train_seconds, phases)
+    out_dir = Path(out) if out is not None else None
+    return TrainResult(model, hist, metrics, train_seconds, out_dir, config, probs, phases)
 
 
-def save_run(out: Path, model, config: TrainConfig, history: dict, metrics: dict, train_seconds: float) -> None:
+def save_run(
+    out: Path, model, config: TrainConfig, history: dict, metrics: dict, train_seconds: float, phases=None
+) -> None:
     """Write the run directory's core artifacts (model, config, history, metrics, learning curves)."""
     import jax
 
@@ -163,7 +298,9 @@ def save_run(out: Path, model, config: TrainConfig, history: dict, metrics: dict
             **config.to_dict(),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "train_seconds": round(train_seconds, 3),
+            "phase_seconds": {k: round(v, 2) for k, v in (phases or {}).items()},
             "epochs_run": len(history.get("loss", [])),
+            "steps_run": int(model.optimizer.iterations.numpy()),
             "params": int(model.count_params()),
             "model_description": config.model.describe(),  # for `fmnist runs`, which must not import Keras
             "versions": {"keras": keras.__version__, "jax": jax.__version__, "numpy": np.__version__},

@@ -1,0 +1,140 @@
+"""Recipes, on-device augmentation, test-time views and time budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fmnist import augment, cli, engine, models, recipes
+from fmnist._backend import keras
+from fmnist.errors import FmnistError
+from fmnist.train import TrainConfig, load_config, plan_steps
+
+
+@pytest.mark.parametrize("name", list(recipes.RECIPES))
+def test_recipe_round_trips_through_config_json(name):
+    config = recipes.get(name).config
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    with pytest.raises(FmnistError, match=r"unknown recipe 'fastest'.*tutorial, mlp, best"):
+        recipes.get("fastest")
+
+
+def bordered_images(n=8, seed=0):
+    """Random images with a 2-px black border: any ±2 px shift keeps every pixel."""
+    x = np.zeros((n, 28, 28), np.uint8)
+    x[:, 2:-2, 2:-2] = np.random.default_rng(seed).integers(1, 256, (n, 24, 24))
+    return x
+
+
+def test_augmentation_moves_pixels_but_keeps_them_and_is_deterministic_per_key():
+    x = jax.numpy.asarray(bordered_images())
+    aug = augment.Augment(shift=2, flip=True)
+    key = jax.random.PRNGKey(0)
+    a, b = np.asarray(aug(x, key)), np.asarray(aug(x, key))
+    np.testing.assert_array_equal(a, b)  # same key, same images
+    assert a.shape == x.shape and a.dtype == np.uint8
+    np.testing.assert_array_equal(a.reshape(8, -1).sum(1), np.asarray(x).reshape(8, -1).sum(1))  # nothing lost
+    np.testing.assert_array_equal(np.sort(a.reshape(8, -1), 1), np.sort(np.asarray(x).reshape(8, -1), 1))
+    c = np.asarray(aug(x, jax.random.fold_in(key, 1)))  # the next step's draw
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a, np.asarray(x))
+
+
+def test_translate_is_an_exact_zero_padded_shift():
+    x = np.arange(2 * 28 * 28, dtype=np.float32).reshape(2, 28, 28)
+    out = np.asarray(augment.translate(jax.numpy.asarray(x), jax.numpy.array([[1, -2], [0, 0]]), 2))
+    np.testing.assert_array_equal(out[0, 1:, :-2], x[0, :-1, 2:])  # down 1, left 2
+    assert (out[0, 0] == 0).all() and (out[0, :, -2:] == 0).all()
+    np.testing.assert_array_equal(out[1], x[1])
+
+
+def small_cnn(seed=0):
+    keras.utils.set_random_seed(seed)
+    spec = models.ModelSpec(arch="vgg", conv_filters=(4, 8))
+    return models.compile_model(models.build_model(spec))
+
+
+def test_training_with_augmentation_keeps_labels_and_is_deterministic_for_a_seed(tiny_data):
+    x, y = tiny_data[0][:64], tiny_data[1][:64]
+    runs = [
+        engine.fit(small_cnn(), x, y, epochs=2, batch_size=16, seed=s, augment=augment.Augment()).history
+        for s in (4, 4, 5)
+    ]
+    assert runs[0] == runs[1]
+    assert runs[0]["loss"] != runs[2]["loss"]
+    plain = engine.fit(small_cnn(), x, y, epochs=2, batch_size=16, seed=4).history
+    assert plain["loss"] != runs[0]["loss"]  # the augmentation did change what was trained on
+
+
+def test_identical_views_equal_plain_prediction_and_flip_view_is_the_flipped_image(tiny_data):
+    x = tiny_data[0][:20]
+    model = small_cnn()
+    plain = engine.predict_proba(model, x)
+    np.testing.assert_allclose(engine.predict_proba(model, x, views=("identity", "identity")), plain, rtol=1e-6)
+    flipped = engine.predict_proba(model, x[:, :, ::-1])
+    both = engine.predict_proba(model, x, views=("identity", "flip"))
+    np.testing.assert_allclose(both, (plain + flipped) / 2, rtol=1e-5, atol=1e-7)
+    with pytest.raises(FmnistError, match="unknown test-time views"):
+        engine.predict_proba(model, x, views=("rotate",))
+
+
+def test_max_steps_stops_inside_an_epoch(tiny_data):
+    x, y = tiny_data
+    model = small_cnn()
+    history = engine.fit(model, x, y, epochs=5, batch_size=32, max_steps=10)  # 7 steps per epoch
+    assert int(model.optimizer.iterations.numpy()) == 10
+    assert len(history.history["loss"]) == 2
+
+
+def test_time_budget_plans_steps_from_a_measurement(dataset):
+    (x, _), (xt, _) = dataset
+    config = dataclasses.replace(recipes.get("best").config, model=models.ModelSpec(arch="vgg", conv_filters=(4, 8)))
+    import time
+
+    started = time.perf_counter()
+    short = plan_steps(dataclasses.replace(config, time_budget=20.0), x, xt, started)
+    long = plan_steps(dataclasses.replace(config, time_budget=200.0), x, xt, started)
+    assert 1 <= short < long
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("300", 300), ("300s", 300), ("5m", 300), ("1.5h", 5400)])
+def test_time_budget_syntax(text, seconds):
+    assert cli.parse_duration(text) == seconds
+
+
+def test_bad_time_budget_is_one_clear_line():
+    with pytest.raises(FmnistError, match="positive duration such as 300, 300s, 5m"):
+        cli.parse_duration("five minutes")
+
+
+def test_recipe_best_smoke_run_and_overrides(dataset, tmp_path):
+    """`--recipe best --limit N` is a quick trial; flags beside it change only their own field."""
+    out = tmp_path / "best"
+    args = ["train", "--recipe", "best", "--limit", "256", "--conv-filters", "4", "--conv-filters", "8",
+            "--conv-filters", "8", "--batch-size", "64", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    config, best = load_config(out), recipes.get("best").config
+    assert config.batch_size == 64 and config.model.conv_filters == (4, 8, 8)
+    assert config.time_budget is None and config.epochs == 1  # --limit: one pass over N images
+    for field in ("optimizer", "learning_rate", "label_smoothing", "augment_shift", "eval_views", "recipe", "ema"):
+        assert getattr(config, field) == getattr(best, field), field
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["views"] == ["identity", "flip"] and 0 <= metrics["accuracy_single_view"] <= 1
+    assert json.loads((out / "config.json").read_text())["steps_run"] == 4
+    assert "recipe best" in result.output and "flip views" in result.output
+
+
+def test_recipes_command_lists_every_recipe():
+    result = CliRunner().invoke(cli.app, ["recipes"])
+    assert result.exit_code == 0
+    for name in recipes.RECIPES:
+        assert name in result.output

@@ -100,9 +100,11 @@ def test_time_budget_plans_steps_from_a_measurement(dataset):
     import time
 
     started = time.perf_counter()
-    short = plan_steps(dataclasses.replace(config, time_budget=20.0), x, xt, started)
-    long = plan_steps(dataclasses.replace(config, time_budget=200.0), x, xt, started)
+    short = plan_steps(dataclasses.replace(config, time_budget=60.0), x, xt, started)
+    long = plan_steps(dataclasses.replace(config, time_budget=600.0), x, xt, started)
     assert 1 <= short < long
+    with pytest.raises(FmnistError, match=r"leaves no time to train here.*larger --time-budget"):
+        plan_steps(dataclasses.replace(config, time_budget=1.0), x, xt, started)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("300", 300), ("300s", 300), ("5m", 300), ("1.5h", 5400)])

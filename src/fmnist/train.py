@@ -212,8 +212,8 @@ def plan_steps(config: TrainConfig, x_train, x_test, started: float) -> int:
     """How many training steps fit in ``config.time_budget`` seconds counted from ``started``.
 
     Measured now, on this machine, with a throwaway copy of the model: a few compiled chunks
-    of steps (the first includes compilation, the last gives the step time) and the test-set
-    forward pass with the run's views. What is left after what has been spent, a second
+    of steps (the first includes compilation, the median of the others gives the step time)
+    and the test-set forward pass with the run's views. What is left after what has been spent, a second
     compilation (the real run's schedule differs), the evaluation and FINISH_SECONDS,
     divided by the step time. Recorded in config.json as ``steps``: a rerun replays it.
     """
@@ -234,7 +234,13 @@ def plan_steps(config: TrainConfig, x_train, x_test, started: float) -> int:
     batch_s = time.perf_counter() - t1
     eval_s = (t1 - t0 - batch_s) + batch_s * len(x_test) / len(sample)
     left = config.time_budget - (time.perf_counter() - started) - compile_s - eval_s - FINISH_SECONDS
-    return max(1, int(left / step_s))
+    if left < step_s:
+        needed = config.time_budget - left
+        raise FmnistError(
+            f"a time budget of {config.time_budget:.0f} s leaves no time to train here: measuring, compiling and "
+            f"evaluating alone take ~{needed:.0f} s on this machine. Give a larger --time-budget (or --epochs N)."
+        )
+    return int(left / step_s)
 
 
 def train(

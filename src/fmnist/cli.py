@@ -285,8 +285,8 @@ def train(
     views = f" ({' + '.join(m['views'])} views; one view {m['accuracy_single_view']:.4f})" if "views" in m else ""
     out.print(
         f"[bold]test accuracy {m['accuracy']:.4f}[/]{views}, loss {m['loss']:.4f} "
-        f"(trained {len(result.history['loss'])} epochs, {result.config.steps or 'all'} steps, "
-        f"in {result.train_seconds:.1f}s)"
+        f"(trained {len(result.history['loss'])} epochs"
+        f"{f', {result.config.steps} steps' if result.config.steps else ''} in {result.train_seconds:.1f}s)"
     )
     evaluation = (result.metrics, result.probs)
     page = report.write_run_report(out_dir, model=result.model, dataset=dataset, evaluation=evaluation)

@@ -71,6 +71,11 @@ def view(x: jax.Array, name: str) -> jax.Array:
     return translate(x, jnp.broadcast_to(jnp.array([dy, dx]), (x.shape[0], 2)), 1)
 
 
+def with_identity(views) -> tuple[str, ...]:
+    """``views`` with the plain image first, so its single-view figure comes from the same pass."""
+    return ("identity", *[v for v in views if v != "identity"])
+
+
 def check_views(views) -> tuple[str, ...]:
     """``views`` as a tuple of known names, or a ModelError naming the known ones."""
     views = tuple(views)

@@ -9,7 +9,7 @@ machine the seed program (5 epochs, batch 32) trains in a median 2.42 s against 
 ``Model.fit`` on the same backend (2.84x; 1.75x for a process's first, cold fit), at the
 same test accuracy (benchmarks/train_speed.py, BENCHMARKS.md).
 
-Convolutional models are traced under ``kernels.cpu_kernels()``: on the CPU, Keras' Conv2D
+Every program is traced under ``kernels.cpu_kernels()``: on the CPU, Keras' Conv2D
 and MaxPooling2D run as a patch matrix product and a reshape-max (same maths, faster XLA:CPU
 programs; the saved model keeps Keras' layers). ``augment`` transforms each batch inside
 the program, keyed by the seed and the step number.
@@ -48,7 +48,7 @@ _DEFAULT_LOSS = keras.losses.sparse_categorical_crossentropy  # for models saved
 # --------------------------------------------------------------------------- how to compile
 # Steps per compiled program, chosen by benchmarks/engine_schedule.py on the 2-core CPU
 # machine (BENCHMARKS.md, batch 32). Dense models: a 256-step loop runs a seed-model step
-# in 0.25 ms against 0.43 ms for one jitted call per step (1.7x) and compiles in ~1 s.
+# in 0.16 ms against 0.26 ms for one jitted call per step (1.7x) and compiles in ~0.5 s.
 # Convolutional models: 16-step loops. With XLA's own convolution a conv step ran ~6x
 # slower inside any rolled loop than as one call per step; with fmnist.kernels' patch
 # products it runs as fast or faster inside one (batch 128: 0.34 against 0.52 ms per
@@ -463,7 +463,7 @@ def evaluate(
     views = augment_lib.check_views(views)
     single = None
     if probs is None:
-        computed = ("identity", *[v for v in views if v != "identity"])  # the plain image first, always
+        computed = augment_lib.with_identity(views)
         per_view = predict_views(model, x, computed)
         probs, single = per_view[[computed.index(v) for v in views]].mean(axis=0), per_view[0]
     result = loss_and_accuracy(model, np.asarray(probs), y) | metrics.summarize(np.asarray(probs), y)

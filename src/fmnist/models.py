@@ -68,7 +68,7 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist") -> keras.Mo
       then Flatten → Dense(hidden)… → Dense(10, softmax).
     - vgg: per width two conv3×3 → BatchNorm → relu (one in the last block), 2×2 max pool
       between blocks, then a global max pool → Dense(10, softmax); ``hidden`` is not used.
-      (32, 64, 128) is the 5-conv net of the best recipe.
+      (32, 64, 128) is the 5-conv reference net of benchmarks/time_to_accuracy.py.
     """
     layers: list = [keras.Input(IMAGE_SHAPE, name="pixels")]
     if spec.normalize:

@@ -103,7 +103,7 @@ def write_run_report(run_dir: Path, model=None, dataset: tuple | None = None, ev
     history = runs.read_json(history_path) if history_path.is_file() else {}
     model = model if model is not None else runs.load_model(run_dir)
     _, (x_test, y_test) = dataset or data.load_data(config.get("data_dir"))
-    views = config.get("eval_views") or ("identity",)
+    views = runs.eval_views(run_dir)
     metrics, probs = evaluation or engine.evaluate(model, x_test, y_test, views=views, return_probs=True)
     runs.write_json(run_dir / runs.METRICS_FILE, metrics)
     figures = {

@@ -225,7 +225,7 @@ def plan_steps(config: TrainConfig, x_train, x_test, started: float) -> int:
     chunk_s = float(np.median(np.diff(clock.times[1:])))  # steady chunks (the first one compiled)
     step_s = chunk_s / chunk
     compile_s = max(0.0, clock.times[1] - clock.times[0] - chunk_s)
-    views = ("identity", *[v for v in config.eval_views if v != "identity"])  # as engine.evaluate computes them
+    views = augment.with_identity(config.eval_views)  # as engine.evaluate computes them
     sample = x_test[: engine.INFER_BATCH]
     t0 = time.perf_counter()
     engine.predict_views(probe, sample, views)  # compilation and one batch

@@ -4,14 +4,12 @@
     experiment_report.write_reports(results, Path("runs/experiments/hidden-units"))
 
 Everything here renders numbers that ``experiments`` measured and concluded; nothing is
-trained or decided here. The HTML embeds its figures as data URIs and has no scripts or
-links, so it reads offline.
+trained or decided here. The HTML page is a Jinja2 template sharing fmnist's stylesheet; it
+embeds its figures as data URIs and has no scripts or links, so it reads offline.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import os
@@ -110,85 +108,28 @@ def render_markdown(results: Results, command: str | None = None, figures: Seque
     return "\n".join(lines) + "\n"
 
 
-CSS = """
-body { margin:0; background:#f5f6f8; color:#1d2330; font:15px/1.5 system-ui, "DejaVu Sans", sans-serif; }
-main { max-width:1180px; margin:0 auto; padding:28px 24px 48px; }
-h1 { font-size:25px; margin:0 0 6px; } h2 { font-size:19px; margin:36px 0 8px; border-bottom:2px solid #dde1e7; }
-.muted { color:#5b6472; font-size:13px; }
-blockquote { margin:10px 0; padding:8px 14px; border-left:4px solid #9aa6b8; background:#fff; font-style:italic; }
-.answer { background:#fff; border:1px solid #dde1e7; border-radius:8px; padding:10px 14px; }
-.verdict { display:inline-block; padding:1px 8px; border-radius:10px; font-weight:600; font-size:13px; color:#fff; }
-.agrees { background:#2e7d32; } .partly { background:#b7791f; } .disagrees { background:#c0392b; }
-table { border-collapse:collapse; background:#fff; border:1px solid #dde1e7; margin:12px 0;
-        font-variant-numeric:tabular-nums; font-size:14px; }
-th, td { padding:5px 10px; border-bottom:1px solid #dde1e7; text-align:right; vertical-align:top; }
-th { background:#eef1f5; } td:first-child, th:first-child { text-align:left; white-space:nowrap; }
-td.text, th.text { text-align:left; white-space:normal; } .verdict { white-space:nowrap; }
-pre { background:#fff; border:1px solid #dde1e7; padding:10px; white-space:pre-wrap; }
-img { max-width:100%; background:#fff; border:1px solid #dde1e7; border-radius:8px; margin-top:12px; }
-"""
-
-
-def _badge(verdict: str) -> str:
-    cls = {"agrees": "agrees", "partly agrees": "partly"}.get(verdict, "disagrees")
-    return f'<span class="verdict {cls}">{html.escape(verdict)}</span>'
-
-
-def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]], text_cols: Sequence[int] = ()) -> str:
-    e = html.escape
-    out = [
-        "<table><tr>"
-        + "".join(f'<th class="{"text" if i in text_cols else ""}">{e(h)}</th>' for i, h in enumerate(head))
-        + "</tr>"
-    ]
-    for row in rows:
-        cells = "".join(
-            f'<td class="text">{cell}</td>' if i in text_cols else f"<td>{e(cell)}</td>" for i, cell in enumerate(row)
-        )
-        out.append(f"<tr>{cells}</tr>")
-    return "\n".join(out) + "</table>"
-
-
 def render_html(results: Results, command: str | None = None, pngs: dict[str, bytes] | None = None) -> str:
-    """One self-contained page: inline CSS, figures as base64 ``data:`` URIs, no scripts or links."""
-    e = html.escape
+    """One self-contained page (``templates/experiments_report.html``): inline CSS, figures as base64
+    ``data:`` URIs, no scripts or links."""
+    from fmnist import pages
+
     pngs = pngs if pngs is not None else {k: v for r in results.experiments for k, v in _figure_pngs(r).items()}
-    summary = _html_table(
-        ["experiment", "verdict", "measured answer"],
-        [[e(r.experiment.name), _badge(r.conclusion.verdict), e(r.conclusion.text)] for r in results.experiments],
-        text_cols=(0, 1, 2),
-    )
-    body = [
-        "<h1>fmnist experiments: the tutorial's questions, measured</h1>",
-        f'<p class="muted">{e(_setup_line(results, command))}</p>',
-        f'<p class="muted">{e(SPREAD_RULE)}</p>',
-        summary,
-    ]
+    experiments = []
     for r in results.experiments:
         exp = r.experiment
-        body += [
-            f'<h2 id="{e(exp.name)}">{e(exp.name)}: {e(exp.title)}</h2>',
-            f"<p>{e(exp.question)}</p>",
-            f"<blockquote>“{e(exp.claim)}”<br><span class='muted'>— {e(SOURCE)}</span></blockquote>",
-            f'<div class="answer">{_badge(r.conclusion.verdict)} with the tutorial. {e(r.conclusion.text)}</div>',
-        ]
         head, rows = _table_rows(r)
-        if exp.columns:
-            body.append(_html_table(head, rows))
-        else:
-            for name, message in rows:
-                body += [f"<p><b>{e(name)}</b></p>", f"<pre>{e(message)}</pre>"]
-        if exp.note:
-            body.append(f'<p class="muted">{e(exp.note)}</p>')
-        for name, png in pngs.items():
-            if name.startswith(f"{exp.name}-"):
-                body.append(f'<img alt="{e(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>fmnist experiments</title><style>{CSS}</style></head>\n<body><main>\n"
-        + "\n".join(body)
-        + "\n</main></body></html>\n"
+        experiments.append(
+            {"name": exp.name, "title": exp.title, "question": exp.question, "claim": exp.claim,
+             "verdict": r.conclusion.verdict, "conclusion": r.conclusion.text, "note": exp.note,
+             "columns": bool(exp.columns), "head": head, "rows": rows,
+             "pngs": [(name, png) for name, png in pngs.items() if name.startswith(f"{exp.name}-")]}
+        )  # fmt: skip
+    return pages.render(
+        "experiments_report.html",
+        setup=_setup_line(results, command),
+        spread_rule=SPREAD_RULE,
+        source=SOURCE,
+        experiments=experiments,
     )
 
 

@@ -3,7 +3,8 @@
     write_run_report(Path("runs/default"))     # -> runs/default/report.html (+ figures/*.png, metrics.json)
 
 ``report.html`` is one file that reads offline: every figure is embedded as a base64 PNG
-``data:`` URI, the CSS is inline, there is no script and no URL to fetch. It holds the
+``data:`` URI, the shared stylesheet is inline (``templates/run_report.html`` lays the page
+out; ``pages`` renders it), there is no script and no URL to fetch. It holds the
 headline metrics, the per-class table, the top confusions, the confusion matrix, the
 mistakes the model makes while confident, its most and least confident predictions, a
 reliability diagram, the learning curves with the per-epoch history, and the config.
@@ -15,9 +16,7 @@ imported inside ``write_run_report`` only, so listing and comparing runs stays f
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,40 +50,6 @@ ECE_CAPTION = (
 )
 TOP_CONFUSIONS_SHOWN = 10  # rows of the confusions table (metrics keeps as many)
 CONFIG_HIDDEN = {"created", "versions", "device", "model_description"}  # shown elsewhere or not a setting
-
-CSS = """
-:root { --ink:#1d2330; --muted:#5b6472; --line:#dde1e7; --bg:#f5f6f8; --card:#fff; --accent:#2457c5; --bad:#c0392b; }
-* { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--ink);
-       font:15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
-main { max-width:1240px; margin:0 auto; padding:28px 24px 48px; }
-header h1 { margin:0 0 4px; font-size:26px; }
-header p { margin:0; color:var(--muted); }
-h2 { font-size:19px; margin:34px 0 10px; padding-bottom:6px; border-bottom:2px solid var(--line); }
-.cards { display:grid; grid-template-columns:repeat(4, 1fr); gap:12px; margin-top:20px; }
-@media (max-width:700px) { .cards { grid-template-columns:repeat(2, 1fr); } }
-.card { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:12px 14px; }
-.card .v { font-size:24px; font-weight:650; font-variant-numeric:tabular-nums; }
-.card .k { color:var(--muted); font-size:13px; }
-.two { display:grid; grid-template-columns:repeat(auto-fit, minmax(440px, 1fr)); gap:20px; align-items:start; }
-table { border-collapse:collapse; background:var(--card); border:1px solid var(--line); border-radius:8px;
-        overflow:hidden; font-variant-numeric:tabular-nums; font-size:14px; width:100%; }
-th, td { padding:5px 10px; text-align:right; border-bottom:1px solid var(--line); white-space:nowrap; }
-th { background:#eef1f5; font-weight:600; }
-td.l, th.l { text-align:left; }
-table.kv { width:auto; min-width:420px; }
-table.kv td:last-child, table.kv th:last-child { text-align:left; }
-tr:last-child td { border-bottom:none; }
-tr.worst td { color:var(--bad); font-weight:600; }
-td.bar { position:relative; min-width:120px; }
-td.bar span { position:absolute; left:0; top:4px; bottom:4px; background:#c9d8f5; border-radius:3px; z-index:0; }
-td.bar b { position:relative; z-index:1; font-weight:inherit; }
-figure { margin:0; background:var(--card); border:1px solid var(--line); border-radius:10px; padding:12px; }
-figure img { display:block; max-width:100%; height:auto; margin:0 auto; }
-figcaption { color:var(--muted); font-size:13px; margin-top:6px; }
-.note { color:var(--muted); font-size:13px; margin:6px 2px; }
-footer { margin-top:40px; color:var(--muted); font-size:12px; }
-"""
 
 
 # --------------------------------------------------------------------------- writing a run's report
@@ -122,8 +87,11 @@ def write_run_report(run_dir: Path, model=None, dataset: tuple | None = None, ev
 
 
 # --------------------------------------------------------------------------- the page
-def _e(value) -> str:
-    return html.escape(str(value))
+PER_CLASS_NOTE = "Worst F1 in red. Precision = right / all predicted as the class; recall = right / all of the class. "
+NEVER_PREDICTED_NOTE = {
+    True: "A class never predicted has undefined precision (0/0), shown as 0.000*.",
+    False: "(A class never predicted would show precision 0.000*: undefined, reported as 0.)",
+}
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -136,76 +104,39 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence], left: int = 1, row_class: Sequence[str] = ()) -> str:
-    """An HTML table of already-escaped cells, each a string or ``(css_class, html)``.
-
-    The first ``left`` columns align left.
-    """
-    th = "".join(f"<th{' class=l' if i < left else ''}>{h}</th>" for i, h in enumerate(head))
-    body = []
-    for r, row in enumerate(rows):
-        tds = []
-        for i, cell in enumerate(row):
-            cls, content = cell if isinstance(cell, tuple) else ("l" if i < left else "", cell)
-            tds.append(f"<td{f' class={cls}' if cls else ''}>{content}</td>")
-        tr_class = f' class="{row_class[r]}"' if r < len(row_class) and row_class[r] else ""
-        body.append(f"<tr{tr_class}>{''.join(tds)}</tr>")
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _bar(value: float) -> tuple[str, str]:
-    """A number with a proportional bar behind it (0–1), pure CSS."""
-    return "bar", f'<span style="width:{100 * max(0.0, min(1.0, value)):.1f}%"></span><b>{value:.3f}</b>'
-
-
-def _per_class_table(metrics: dict) -> str:
-    rows, classes = [], []
-    f1s = [c["f1"] for c in metrics["per_class"]]
+def _per_class(metrics: dict) -> list[dict]:
+    """The per-class table's rows: worst F1 flagged, never-predicted precision starred."""
+    worst = min(c["f1"] for c in metrics["per_class"])
     never = set(metrics.get("never_predicted", []))
-    for c in metrics["per_class"]:
-        mark = "*" if c["class"] in never else ""
-        rows.append(
-            [f"{c['class']} {_e(c['name'])}", f"{c['precision']:.3f}{mark}", f"{c['recall']:.3f}", _bar(c["f1"]),
-             f"{c['support']:,}"]
-        )  # fmt: skip
-        classes.append("worst" if c["f1"] == min(f1s) else "")
-    rows.append(
-        ["<b>macro average</b>", f"{metrics['macro_precision']:.3f}", f"{metrics['macro_recall']:.3f}",
-         _bar(metrics["macro_f1"]), f"{metrics['n']:,}"]
-    )  # fmt: skip
-    table = _table(["class", "precision", "recall", "F1", "support"], rows, row_class=classes)
-    note = (
-        "Worst F1 in red. Precision = right / all predicted as the class; recall = right / all of the class. "
-        "A class never predicted has undefined precision (0/0), shown as 0.000*."
-        if never
-        else "Worst F1 in red. Precision = right / all predicted as the class; recall = right / all of the class. "
-        "(A class never predicted would show precision 0.000*: undefined, reported as 0.)"
-    )
-    return table + f'<p class="note">{note}</p>'
+    return [
+        {"label": f"{c['class']} {c['name']}", "precision": f"{c['precision']:.3f}{'*' if c['class'] in never else ''}",
+         "recall": f"{c['recall']:.3f}", "f1": c["f1"], "support": f"{c['support']:,}", "worst": c["f1"] == worst}
+        for c in metrics["per_class"]
+    ]  # fmt: skip
 
 
-def _confusions_table(metrics: dict) -> str:
-    rows = [
-        [f"{_e(t['true_name'])} → {_e(t['predicted_name'])}", f"{t['count']:,}", f"{100 * t['share']:.1f}%"]
+def _macro(metrics: dict) -> dict:
+    """The per-class table's last row: macro averages over the classes."""
+    return {"precision": f"{metrics['macro_precision']:.3f}", "recall": f"{metrics['macro_recall']:.3f}",
+            "f1": metrics["macro_f1"], "support": f"{metrics['n']:,}"}  # fmt: skip
+
+
+def _confusions(metrics: dict) -> list[dict]:
+    return [
+        {"pair": f"{t['true_name']} → {t['predicted_name']}", "count": f"{t['count']:,}",
+         "share": f"{100 * t['share']:.1f}%"}
         for t in metrics["top_confusions"][:TOP_CONFUSIONS_SHOWN]
-    ]
-    if not rows:
-        return '<p class="note">No mistakes: nothing is confused.</p>'
-    note = "Share: of all test images of the true class, how many were predicted as the other."
-    return _table(["true → predicted", "count", "share of true class"], rows) + f'<p class="note">{note}</p>'
+    ]  # fmt: skip
 
 
-def _history_table(history: dict) -> str:
+def _history(history: dict) -> dict:
+    """The per-epoch table: column names and formatted rows (seconds to 2 places, the rest to 4)."""
     rows = runs.history_rows(history)
-    if not rows:
-        return '<p class="note">No training history in this run.</p>'
-    keys = [k for k in rows[0] if k != "epoch"]
-    body = [[str(r["epoch"]), *(_fmt(r[k], 2 if k == "seconds" else 4) for k in keys)] for r in rows]
-    return _table(["epoch", *(_e(k) for k in keys)], body)
+    keys = [k for k in rows[0] if k != "epoch"] if rows else []
+    return {
+        "columns": keys,
+        "rows": [{"epoch": r["epoch"], "cells": [_fmt(r[k], 2 if k == "seconds" else 4) for k in keys]} for r in rows],
+    }
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -227,14 +158,27 @@ def _setting(value) -> str:
     return str(value)
 
 
-def _config_table(config: dict) -> str:
-    flat = _flatten({k: v for k, v in config.items() if k not in CONFIG_HIDDEN})
-    table = _table(["setting", "value"], [[_e(k), _e(_setting(v))] for k, v in flat.items()])
-    return table.replace("<table>", '<table class="kv">', 1)
+def _shown_settings(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in CONFIG_HIDDEN}
+
+
+def _figures(metrics: dict, figures: dict[str, bytes]) -> list[dict]:
+    """The figure sections in report order, each with its caption (calibration's names its ECE)."""
+    shown = []
+    for stem, heading, caption in FIGURES:
+        if stem not in figures:
+            continue
+        if stem == "calibration":
+            ece, bins = metrics["expected_calibration_error"], metrics["calibration"]["bins"]
+            caption += ECE_CAPTION.format(ece=ece, bins=bins)
+        shown.append({"stem": stem, "heading": heading, "caption": caption, "png": figures[stem]})
+    return shown
 
 
 def render_html(name: str, config: dict, history: dict, metrics: dict, figures: dict[str, bytes]) -> str:
     """The report page from the run's config, history, metrics and PNG figures (stem -> bytes)."""
+    from fmnist import pages
+
     summary = summarize_config(config)
     mistakes = metrics["n"] - round(metrics["accuracy"] * metrics["n"])
     cards = [
@@ -250,45 +194,26 @@ def render_html(name: str, config: dict, history: dict, metrics: dict, figures: 
         ("epochs", _fmt(summary["epochs"])),
         ("training time", f"{summary['train_seconds']:.1f} s" if summary["train_seconds"] is not None else "–"),
     ]
-    card_html = "".join(
-        f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div></div>' for k, v in cards
-    )
-    sub = [summary["model"], f"{summary['params']:,} parameters" if summary["params"] else None,
-           summary["created"], config.get("device")]  # fmt: skip
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>fmnist run {_e(name)}</title><style>{CSS}</style></head><body><main>",
-        f"<header><h1>Fashion-MNIST run <code>{_e(name)}</code></h1>",
-        f"<p>{' · '.join(_e(s) for s in sub if s)}</p></header>",
-        f'<section class="cards">{card_html}</section>',
-        '<h2>Per class</h2><div class="two">',
-        f"<div>{_per_class_table(metrics)}</div>",
-        f"<div><h3 style='margin:0 0 8px;font-size:16px'>Top confusions</h3>{_confusions_table(metrics)}</div></div>",
-    ]
-    for stem, heading, caption in FIGURES:
-        if stem in figures:
-            parts.append(f"<h2>{_e(heading)}</h2><figure>{_img(figures[stem], heading)}")
-            if stem == "calibration":
-                caption += ECE_CAPTION.format(
-                    ece=metrics["expected_calibration_error"], bins=metrics["calibration"]["bins"]
-                )
-            parts.append(f"<figcaption>{_e(caption)}</figcaption></figure>")
-            if stem == "learning_curves":
-                parts.append(f'<div style="margin-top:12px">{_history_table(history)}</div>')
-    if "learning_curves" not in figures:
-        parts.append(f"<h2>Training history</h2>{_history_table(history)}")
+    subtitle = [summary["model"], f"{summary['params']:,} parameters" if summary["params"] else None,
+                summary["created"], config.get("device")]  # fmt: skip
     versions = config.get("versions") or {}
-    parts += [
-        f"<h2>Config</h2>{_config_table(config)}",
-        f'<p class="note"><b>Conventions.</b> {_e(metrics["conventions"])}</p>',
-        f"<footer>Written by fmnist on {_e(dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC'))}"
-        f"{' · ' + _e(', '.join(f'{k} {v}' for k, v in versions.items())) if versions else ''}. "
-        "One self-contained file: figures embedded, no network access needed.</footer>",
-        "</main></body></html>",
-    ]
-    return "\n".join(parts) + "\n"
+    return pages.render(
+        "run_report.html",
+        name=name,
+        subtitle=[s for s in subtitle if s],
+        cards=cards,
+        per_class=_per_class(metrics),
+        macro=_macro(metrics),
+        per_class_note=PER_CLASS_NOTE + NEVER_PREDICTED_NOTE[bool(metrics.get("never_predicted"))],
+        confusions=_confusions(metrics),
+        figures=_figures(metrics, figures),
+        has_learning_curves="learning_curves" in figures,
+        history=_history(history),
+        config_rows=[(k, _setting(v)) for k, v in _flatten(_shown_settings(config)).items()],
+        conventions=metrics["conventions"],
+        written=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        versions=", ".join(f"{k} {v}" for k, v in versions.items()),
+    )
 
 
 # --------------------------------------------------------------------------- listing and comparing runs

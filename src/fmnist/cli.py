@@ -19,6 +19,7 @@ from rich.table import Column, Table
 
 from fmnist import data
 from fmnist.errors import FmnistError
+from fmnist.serve import config as serve_config
 
 app = typer.Typer(
     help="Train, evaluate, explain and serve a Fashion-MNIST clothing classifier.",
@@ -567,6 +568,65 @@ def predict(
         out.print(f"{len(predictions)} image{'s' * (len(predictions) != 1)} predicted, {len(errors)} failed")
     if errors:
         raise typer.Exit(1)
+
+
+# ---- serve
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(metavar="RUN_OR_MODEL", help="Run directory or .keras model file.")],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 every network.")
+    ] = serve_config.DEFAULT_HOST,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port (0: any free one).")
+    ] = serve_config.DEFAULT_PORT,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FMNIST_API_KEY", help="Require 'Authorization: Bearer KEY' on the API (not the page or health)."
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="A browser origin allowed to call the API, e.g. https://shop.example (repeatable)."),
+    ] = None,
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.001, help="Refuse request bodies larger than this (413), unread.")
+    ] = serve_config.DEFAULT_MAX_UPLOAD_MB,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse photos with more pixels (413), undecoded.")
+    ] = serve_config.DEFAULT_MAX_PIXELS,
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Most images in one request (413 above it).")
+    ] = serve_config.DEFAULT_MAX_BATCH,
+    max_queue: Annotated[
+        int, typer.Option(min=1, help="Images waiting for the model before 503 (overloaded).")
+    ] = serve_config.DEFAULT_MAX_QUEUE,
+    batch_requests: Annotated[
+        bool, typer.Option(help="Let concurrent requests share one forward pass (up to --max-batch images).")
+    ] = True,
+) -> None:
+    """Serve a model over HTTP: KServe V2, TensorFlow Serving REST, /api/classify, /metrics, and a page at /.
+
+    The model loads and compiles in the background: /v2/health/ready answers 503 until it is ready. Ctrl-C stops.
+    """
+    from fmnist import runs
+    from fmnist import serve as serving
+
+    runs.resolve_model_path(run)  # a missing or wrong path is one line now, not an error page later
+    _use_compilation_cache()
+    config = serving.ServeConfig(
+        host=host, port=port, api_key=api_key or None, cors_origins=tuple(cors_origin or ()),
+        max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch, max_queue=max_queue,
+        batch_requests=batch_requests,
+    )  # fmt: skip
+    sock = serving.bind(config)
+    url = serving.url(sock)
+    application = serving.create_app(run, config, on_ready=lambda: out.print(f"model ready: open {url}"))
+    out.print(f"serving {run} at {url} (the page; API: /v2, /v1/models, /api/classify, /metrics). Ctrl-C stops.")
+    if api_key:
+        out.print("the API needs 'Authorization: Bearer <key>'; the page and /v2/health/* do not.")
+    serving.run(application, sock)
 
 
 if __name__ == "__main__":

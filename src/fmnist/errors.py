@@ -22,3 +22,7 @@ class RunError(FmnistError):
 
 class ImageError(FmnistError):
     """An image file cannot be read or turned into a 28×28 input."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the limit allows (a guard against decompression bombs)."""

@@ -24,12 +24,14 @@ lands on a similar look without amplifying the photo's noise, so there is no sha
 A 28×28 grayscale image with a dark background already *is* in that form and passes
 through unchanged: ``to_fashion_mnist(x_test[i])`` is ``x_test[i]``.
 
-``load_image`` reads a file through Pillow with a pixel-count limit against
-decompression bombs and turns every failure into one ``ImageError`` line.
+``load_image`` reads a file (``decode_image`` bytes, as uploaded to the server) through
+Pillow with a pixel-count limit against decompression bombs and turns every failure into
+one ``ImageError`` line (``ImageTooLargeError`` for the limit).
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -38,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from fmnist.errors import ImageError
+from fmnist.errors import ImageError, ImageTooLargeError
 
 SIZE = 28  # Fashion-MNIST images are SIZE × SIZE
 MAX_PIXELS = 64_000_000  # larger images are refused before decoding: a 50 MP photo fits, a decompression bomb does not
@@ -67,31 +69,44 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
             raise ImageError(f"{path} is a directory, not an image file.")
         if path.stat().st_size == 0:
             raise ImageError(f"{path} is empty (0 bytes): save or copy the image again.")
+        return _decode(path, str(path), max_pixels)
+    except FileNotFoundError as e:
+        raise ImageError(f"{path} does not exist.") from e
+    except PermissionError as e:
+        raise ImageError(f"{path} cannot be read: permission denied.") from e
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "the image") -> Image.Image:
+    """``load_image`` for bytes already in memory (an upload): the same checks, errors naming ``name``."""
+    if not data:
+        raise ImageError(f"{name} is empty (0 bytes): send the image file's content.")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source, name: str, max_pixels: int) -> Image.Image:
+    """Decode the first frame of ``source`` (a path or file object), upright; failures as ImageError."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 if im.width * im.height > max_pixels:
-                    raise ImageError(
-                        f"{path} is {im.width}×{im.height} = {im.width * im.height:,} pixels, over the limit of "
+                    raise ImageTooLargeError(
+                        f"{name} is {im.width}×{im.height} = {im.width * im.height:,} pixels, over the limit of "
                         f"{max_pixels:,} (a guard against decompression bombs): scale it down first."
                     )
                 im.seek(0)  # the first frame of an animation
                 im.draft(None, (WORK_SIZE, WORK_SIZE))  # JPEG: decode at a reduced scale, much faster
                 im.load()
                 return ImageOps.exif_transpose(im)  # a decoded, upright copy
-    except ImageError:
+    except (ImageError, FileNotFoundError, PermissionError):
         raise
-    except FileNotFoundError as e:
-        raise ImageError(f"{path} does not exist.") from e
-    except PermissionError as e:
-        raise ImageError(f"{path} cannot be read: permission denied.") from e
     except Image.UnidentifiedImageError as e:
-        raise ImageError(f"{path} is not an image file Pillow can read (PNG, JPEG, WebP, GIF, BMP, TIFF).") from e
+        raise ImageError(f"{name} is not an image file Pillow can read (PNG, JPEG, WebP, GIF, BMP, TIFF).") from e
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{path} declares too many pixels, a possible decompression bomb ({e}).") from e
+        raise ImageTooLargeError(f"{name} declares too many pixels, a possible decompression bomb ({e}).") from e
     except Exception as e:  # truncated or corrupt data surfaces as OSError, SyntaxError, ValueError, ...
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageError(f"{path} is damaged or truncated ({reason}): save or download it again.") from e
+        raise ImageError(f"{name} is damaged or truncated ({reason}): save or download it again.") from e
 
 
 # --------------------------------------------------------------------------- decoding to gray

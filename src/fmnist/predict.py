@@ -162,10 +162,17 @@ class Predictor:
         batch = np.stack(good) if good else np.zeros((0, *IMAGE_SHAPE), np.uint8)
         return self._predict_batch(batch, sources), errors
 
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, 10) for a uint8 (n, 28, 28) batch: the forward pass with the
+        run's views, no ``Prediction`` objects (the server's hot path)."""
+        if len(batch) == 0:
+            return np.zeros((0, NUM_CLASSES))
+        return _as_probabilities(engine.predict_proba(self.model, batch, self.views))
+
     def _predict_batch(self, batch: np.ndarray, sources: list[str | None]) -> list[Prediction]:
         if len(batch) == 0:
             return []
-        probs = _as_probabilities(engine.predict_proba(self.model, batch, self.views))
+        probs = self.probabilities(batch)
         labels = probs.argmax(axis=1)
         return [
             Prediction(int(c), CLASS_NAMES[c], tuple(float(p) for p in row), batch[i], sources[i])

@@ -1,0 +1,67 @@
+"""Listening: bind the socket (a clear error when the port is taken), then run uvicorn on it.
+
+    sock = bind(config)                     # port 0 picks a free one: url(sock) says which
+    run(create_app("runs/default", config), sock)
+
+Binding first, outside uvicorn, turns "address already in use" into an ``FmnistError`` that
+the CLI prints as one line, and lets tests and benchmarks learn a free port before serving.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from fmnist.errors import FmnistError
+from fmnist.serve.config import ServeConfig
+
+GRACEFUL_SHUTDOWN_SECONDS = 5  # requests in flight get this long to finish on Ctrl-C
+
+
+class ServeError(FmnistError):
+    """The server cannot start as asked (the address is taken, the host unknown, ...)."""
+
+
+def bind(config: ServeConfig) -> socket.socket:
+    """A listening TCP socket on ``config.host:config.port``."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise ServeError(f"cannot listen on {config.host!r} ({e}): give an address of this machine with --host.") from e
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise ServeError(
+            f"cannot listen on {config.host}:{config.port} ({e.strerror or e}): pick another --port "
+            "(or stop the program using it)."
+        ) from e
+    return sock
+
+
+def url(sock: socket.socket) -> str:
+    """The page's address for a bound socket (IPv6 hosts in brackets)."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):  # listening everywhere: this machine's loopback reaches it
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def uvicorn_server(app, log_level: str = "warning"):
+    """A uvicorn Server for ``app`` (run it with ``.run(sockets=[sock])``; stop it with ``.should_exit = True``)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS
+    )
+    return uvicorn.Server(config)
+
+
+def run(app, sock: socket.socket, log_level: str = "warning") -> None:
+    """Serve ``app`` on ``sock`` until interrupted."""
+    try:
+        uvicorn_server(app, log_level).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real dataset (installed by `make test`) and one trained seed run.
+"""Shared fixtures: the real dataset (installed by `make test`), one trained seed run, and that run served.
 
 Unit tests use tiny generated data; integration tests use the real files. Under CI the
 real data must be present (a missing dataset fails instead of skipping).
@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -61,3 +65,51 @@ def tiny_data():
     x = rng.integers(0, 256, size=(200, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, size=200).astype(np.uint8)
     return x, y
+
+
+# --------------------------------------------------------------------------- a real server
+SERVE_KEY = "test-key-0123"  # the API key the shared test server requires
+SERVE_ORIGIN = "https://shop.example"  # the one browser origin it allows (CORS)
+SERVER_READY_SECONDS = 120  # loading and compiling the model, on a busy 2-core machine
+
+
+@contextmanager
+def running_server(app):
+    """``app`` served by uvicorn on 127.0.0.1, a free port, in a thread; yields its URL once the
+    model is ready, stops the server when the block ends."""
+    import httpx
+
+    from fmnist.serve import ServeConfig, bind, url
+    from fmnist.serve.server import uvicorn_server
+
+    sock = bind(ServeConfig(host="127.0.0.1", port=0))
+    server = uvicorn_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = url(sock)
+    try:
+        deadline = time.monotonic() + SERVER_READY_SECONDS
+        while True:
+            try:
+                if httpx.get(base + "v2/health/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and thread.is_alive(), "the test server did not become ready"
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(seed_run):
+    """The seed run served for real (uvicorn on 127.0.0.1) with an API key, one CORS origin and small limits."""
+    from fmnist.serve import ServeConfig, create_app
+
+    config = ServeConfig(api_key=SERVE_KEY, cors_origins=(SERVE_ORIGIN,), max_batch=16, max_upload_mb=1.0,
+                         max_pixels=2_000_000)  # fmt: skip
+    with running_server(create_app(seed_run, config)) as base:
+        yield SimpleNamespace(url=base, key=SERVE_KEY, origin=SERVE_ORIGIN, config=config, run=seed_run)

@@ -16,9 +16,10 @@ import io
 import json
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -140,13 +141,6 @@ def png_base64(image: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _top_k(request: Request) -> int:
-    text = request.query_params.get("top_k", str(DEFAULT_TOP_K))
-    if not text.isdigit() or not 1 <= int(text) <= NUM_CLASSES:
-        raise RequestError(f"top_k must be a whole number 1–{NUM_CLASSES}, got {text!r}.")
-    return int(text)
-
-
 # --------------------------------------------------------------------------- routes
 def _routes(app: FastAPI, service: ModelService, metrics: Metrics, config: ServeConfig) -> None:
     def model_named(name: str) -> None:
@@ -218,8 +212,7 @@ def _routes(app: FastAPI, service: ModelService, metrics: Metrics, config: Serve
 
     # ---- for people and pages
     @app.post("/api/classify")
-    async def classify(request: Request):
-        top_k = _top_k(request)
+    async def classify(request: Request, top_k: Annotated[int, Query(ge=1, le=NUM_CLASSES)] = DEFAULT_TOP_K):
         data = await photo_body(request)
         image = await run_in_threadpool(prepare_photo, data, config.max_pixels)
         probs = await service.probabilities(image[None].astype(np.float32))

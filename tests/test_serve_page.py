@@ -54,6 +54,8 @@ def test_upload_and_draw_in_chromium(live_server, dataset, tmp_path):
             uploaded = result.inner_text()
             seen = page.locator("#seen").get_attribute("src")
             bars = page.locator("#bars li").count()
+            top_bar = page.locator("#bars .fill").first.bounding_box()["width"]
+            track = page.locator("#bars .track").first.bounding_box()["width"]
 
             page.get_by_role("button", name="Clear").click()
             box = page.locator("#canvas").bounding_box()
@@ -68,6 +70,7 @@ def test_upload_and_draw_in_chromium(live_server, dataset, tmp_path):
             browser.close()
     assert uploaded.startswith(CLASS_NAMES[1] + ",") and "% sure" in uploaded, uploaded
     assert seen.startswith("data:image/png;base64,") and bars == 5
+    assert 0.5 * track < top_bar <= track  # the winner's bar is drawn, as long as its probability
     assert any(drawn.startswith(name + ",") for name in CLASS_NAMES), drawn
     origin = live_server.url.rstrip("/")
     assert requests and all(u.startswith(origin) or u.startswith(("data:", "blob:")) for u in requests), requests

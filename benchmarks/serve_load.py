@@ -1,0 +1,180 @@
+"""How fast does `fmnist serve` answer? Bounded load over loopback, measured from outside.
+
+Starts `fmnist serve RUN --port 0` as its own process (with and without request batching,
+or as --batching says), waits until it is ready, then for each workload sends a fixed number
+of requests from N concurrent keep-alive clients and stops:
+  v2 infer   POST /v2/models/fmnist/infer, one 28×28 UINT8 test image per request;
+  photo      POST /api/classify, one 168×168 PNG "photo" of a test image per request.
+Prints requests/s, p50 / p99 latency, 5xx and other non-200 answers, and the server's
+resident memory (RSS) before and after each workload. The clients are a few lines of raw
+HTTP/1.1 on asyncio streams, so they take as little of the shared CPU as possible.
+Results: BENCHMARKS.md. The issue's target (2-core machine, seed model, one view): at least
+300 single-image infer requests/s with p99 <= 50 ms at 8 clients, 0 errors, memory flat.
+
+    python benchmarks/serve_load.py [--run runs/default] [--clients 8] [--requests 10000] [--photos 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+from PIL import Image
+
+READY_SECONDS = 180  # the server loads and compiles the model before it answers
+REQUEST_SECONDS = 30  # one request taking longer than this is counted as failed
+PHOTO_SCALE = 6  # a 28×28 test image enlarged to 168×168, dark on white, like a product shot
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(run: str, batching: bool) -> tuple[subprocess.Popen, str]:
+    """`fmnist serve` on a free loopback port; (process, base URL) once it reports ready."""
+    cmd = [sys.executable, "-m", "fmnist.cli", "serve", run, "--port", "0", "--max-queue", "100000",
+           "--batch-requests" if batching else "--no-batch-requests"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(READY_SECONDS, proc.kill)  # a server that never gets ready is stopped
+    timer.start()
+    try:
+        for line in proc.stdout:
+            if m := re.search(r"model ready: open (http://\S+/)", line):
+                threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its output from filling the pipe
+                return proc, m.group(1)
+    finally:
+        timer.cancel()
+    proc.kill()
+    raise SystemExit(f"the server did not become ready: {' '.join(cmd)}")
+
+
+async def client(host: str, port: int, requests: list[bytes], latencies: list[float], statuses: list[int]) -> None:
+    """One keep-alive connection sending ``requests`` in turn; records each answer's latency and status."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for request in requests:
+            started = time.perf_counter()
+            writer.write(request)
+            try:
+                status = await asyncio.wait_for(read_response(reader), REQUEST_SECONDS)
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                statuses.append(599)
+                return
+            latencies.append(time.perf_counter() - started)
+            statuses.append(status)
+    finally:
+        writer.close()
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = re.search(rb"(?i)content-length: *(\d+)", head)
+    await reader.readexactly(int(length.group(1)) if length else 0)
+    return status
+
+
+def http_post(path: str, host: str, body: bytes, content_type: str) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+
+
+async def load(url: str, bodies: list[bytes], clients: int) -> dict:
+    """Send every request in ``bodies`` over ``clients`` connections (round robin); the figures."""
+    parts = urlsplit(url)
+    latencies, statuses = [], []
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(client(parts.hostname, parts.port, bodies[i::clients], latencies, statuses) for i in range(clients))
+    )
+    seconds = time.perf_counter() - started
+    ms = sorted(x * 1000 for x in latencies)
+    return {
+        "requests": len(statuses),
+        "per_second": len(statuses) / seconds,
+        "p50_ms": statistics.median(ms) if ms else float("nan"),
+        "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))] if ms else float("nan"),
+        "errors_5xx": sum(s >= 500 for s in statuses),
+        "other_non_200": sum(s != 200 and s < 500 for s in statuses),
+    }
+
+
+def workloads(host: str, images: np.ndarray, n_infer: int, n_photos: int) -> dict[str, list[bytes]]:
+    """The requests of each workload, made before the clock starts."""
+    infer = []
+    for i in range(n_infer):
+        pixels = images[i % len(images)].ravel().tolist()
+        body = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "UINT8", "data": pixels}]})
+        infer.append(http_post("/v2/models/fmnist/infer", host, body.encode(), "application/json"))
+    encoded = []
+    for image in images[:50]:
+        buf = io.BytesIO()
+        Image.fromarray(255 - image).resize((28 * PHOTO_SCALE,) * 2, Image.Resampling.BICUBIC).save(buf, "PNG")
+        encoded.append(buf.getvalue())
+    photos = [http_post("/api/classify", host, encoded[i % len(encoded)], "image/png") for i in range(n_photos)]
+    return {"v2 infer (1 image)": infer, "photo upload": photos}  # fmt: skip
+
+
+def seed_model(folder: Path) -> str:
+    """An untrained seed model (the tutorial's MLP, one view): the same work per request as a trained one."""
+    from fmnist import runs
+    from fmnist.models import ModelSpec, build_model
+
+    path = folder / "seed.keras"
+    runs.save_model(path, build_model(ModelSpec()))
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", help="Run directory or .keras file to serve (default: an untrained seed model).")
+    parser.add_argument("--clients", type=int, default=8, help="Concurrent keep-alive connections.")
+    parser.add_argument("--requests", type=int, default=10_000, help="Single-image V2 infer requests.")
+    parser.add_argument("--photos", type=int, default=1_000, help="Photo uploads to /api/classify.")
+    parser.add_argument("--batching", choices=("both", "on", "off"), default="both", help="Request batching to test.")
+    args = parser.parse_args()
+
+    from fmnist import data
+
+    (_, _), (x_test, _) = data.load_data()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = args.run or seed_model(Path(tmp))
+        print(f"{os.cpu_count()} CPUs; serving {args.run or 'an untrained seed model'}; {args.clients} clients")
+        head = ("batching", "workload", "requests", "req/s", "p50 ms", "p99 ms", "5xx", "other non-200", "RSS MB")
+        print("\n| " + " | ".join(head) + " before → after |")
+        print("|---" * len(head) + "|")
+        for batching in {"both": (True, False), "on": (True,), "off": (False,)}[args.batching]:
+            proc, url = start_server(run, batching)
+            try:
+                host = urlsplit(url).netloc
+                asyncio.run(load(url, workloads(host, x_test, 200, 20)["v2 infer (1 image)"], args.clients))  # warm-up
+                for name, bodies in workloads(host, x_test, args.requests, args.photos).items():
+                    before = rss_mb(proc.pid)
+                    r = asyncio.run(load(url, bodies, args.clients))
+                    print(f"| {'on' if batching else 'off'} | {name} | {r['requests']:,} | {r['per_second']:.0f} | "
+                          f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors_5xx']} | {r['other_non_200']} | "
+                          f"{before:.0f} → {rss_mb(proc.pid):.0f} |", flush=True)  # fmt: skip
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

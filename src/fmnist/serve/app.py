@@ -40,10 +40,12 @@ DEFAULT_TOP_K = 3
 PAGE_TOP_K = 5  # bars the page shows
 RETRY_AFTER_SECONDS = "1"  # told to clients answered 503
 PHOTO_FIELD = "file"  # the multipart field /api/classify reads
+INLINE_JSON_BYTES = 64 * 1024  # larger JSON bodies are parsed on a worker thread (one image is ~3 kB)
 
 
-def create_app(run_or_model: str | Path, config: ServeConfig = ServeConfig(), on_ready=None) -> FastAPI:  # noqa: B008
+def create_app(run_or_model: str | Path, config: ServeConfig | None = None, on_ready=None) -> FastAPI:
     """The app for one run; the model loads in the background once the app starts (``on_ready()`` then)."""
+    config = config or ServeConfig()
     metrics = Metrics()
     service = ModelService(run_or_model, config, metrics)
 
@@ -95,15 +97,23 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 # --------------------------------------------------------------------------- request bodies
-async def json_body(request: Request):
-    """The request's JSON; 415 for another declared media type, 400 for text that is not JSON."""
+async def parsed_json(request: Request, parse, *args):
+    """``parse(json, *args)`` of the request's JSON body: inline when the body is small, on a worker
+    thread when it is large (a big tensor takes milliseconds to parse that other requests would
+    wait for). 415 for another declared media type, 400 for text that is not JSON."""
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise RequestError(f"the body must be JSON (Content-Type: application/json), not {media}.", 415)
-    try:
-        return json.loads(await request.body())
-    except ValueError as e:
-        raise RequestError(f"the body is not valid JSON ({e}).") from e
+    raw = await request.body()
+
+    def work():
+        try:
+            body = json.loads(raw)
+        except ValueError as e:
+            raise RequestError(f"the body is not valid JSON ({e}).") from e
+        return parse(body, *args)
+
+    return work() if len(raw) <= INLINE_JSON_BYTES else await run_in_threadpool(work)
 
 
 async def photo_body(request: Request) -> bytes:
@@ -190,8 +200,9 @@ def _routes(app: FastAPI, service: ModelService, metrics: Metrics, config: Serve
     @app.post("/v2/models/{name}/infer")
     async def v2_infer(name: str, request: Request):
         model_named(name)
-        body = await json_body(request)
-        pixels, k, request_id = protocols.v2_parse_infer(body, service.input_name, config.max_batch)
+        pixels, k, request_id = await parsed_json(
+            request, protocols.v2_parse_infer, service.input_name, config.max_batch
+        )
         probs = await service.probabilities(pixels)
         return protocols.v2_infer_response(service.name, request_id, probs, k)
 
@@ -204,7 +215,7 @@ def _routes(app: FastAPI, service: ModelService, metrics: Metrics, config: Serve
     @app.post("/v1/models/{name}:predict")
     async def tf_predict(name: str, request: Request):
         model_named(name)
-        instances, key = protocols.tf_instances(await json_body(request), service.input_name, config.max_batch)
+        instances, key = await parsed_json(request, protocols.tf_instances, service.input_name, config.max_batch)
         if any(isinstance(x, bytes) for x in instances):
             instances = await run_in_threadpool(_photos_to_pixels, instances, config.max_pixels)
         probs = await service.probabilities(np.stack(instances))

@@ -117,11 +117,6 @@ class ModelService:
         """Call ``callback()`` on the event loop once the model is loaded and warm (not if loading fails)."""
         self._loading.add_done_callback(lambda f: None if f.cancelled() or f.exception() else callback())
 
-    async def wait_ready(self) -> None:
-        """Until loading has finished (raising its error if it failed)."""
-        if self._loading is not None:
-            await self._loading
-
     def _load(self) -> None:
         """Load the model and compile every batch size a pass can have, so no request waits for XLA."""
         from fmnist.predict import Predictor

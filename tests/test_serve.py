@@ -127,6 +127,18 @@ def test_v2_infer_equals_predict_proba(api, live_server, sample, predictor, data
     assert (got.argmax(axis=1) == y).all()
 
 
+def test_a_full_batch_of_fp32_is_parsed_off_the_loop_and_answered(api, dataset, predictor):
+    from fmnist.serve import app as serve_app
+
+    _, (x_test, _) = dataset
+    x = x_test[100:116]  # --max-batch images, as FP32 0–1: a body far over the inline-parsing size
+    body = json.dumps(v2_tensor(x, "FP32", [16, 784])).encode()
+    assert len(body) > 2 * serve_app.INLINE_JSON_BYTES
+    response = api.post("/v2/models/fmnist/infer", content=body, headers={"Content-Type": "application/json"})
+    got = np.array(response.json()["outputs"][0]["data"]).reshape(16, 10)
+    np.testing.assert_allclose(got, predictor.probabilities(x), rtol=1e-4, atol=1e-6)
+
+
 def test_v2_classification_extension(api, sample):
     x, y = sample
     request = v2_tensor(x) | {"outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]}

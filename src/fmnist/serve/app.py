@@ -91,6 +91,10 @@ def _error_handlers(app: FastAPI) -> None:
             return error(404, f"no route {request.url.path}: see the README for the V2, TF Serving and /api routes.")
         return error(e.status_code, str(e.detail))
 
+    @app.exception_handler(Exception)
+    async def crashed(request, e: Exception):  # a bug: still the JSON form (uvicorn logs the traceback)
+        return error(500, f"internal error ({type(e).__name__}): the server's log has the details.")
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):
         return error(400, "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))

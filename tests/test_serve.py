@@ -364,6 +364,27 @@ def test_ready_is_503_until_the_model_is_loaded_and_warm(seed_run, monkeypatch):
         assert client.post("/v2/models/fmnist/infer", json=v2_tensor(ZEROS)).status_code == 200
 
 
+def test_a_model_that_cannot_load_is_reported_and_never_ready(seed_run, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    run = tmp_path / "broken"
+    shutil.copytree(seed_run, run)
+    (run / runs.MODEL_FILE).write_bytes(b"not a zip file")
+    reasons = []
+    with TestClient(create_app(run, on_loaded=reasons.append)) as client:
+        deadline = time.monotonic() + 60
+        while not reasons:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ready = client.get("/v2/health/ready")
+        assert ready.status_code == 503 and "could not be loaded" in ready.json()["error"]
+        assert_error(client.post("/v2/models/broken/infer", json=v2_tensor(ZEROS)), 503, "could not be loaded")
+        assert client.get("/v1/models/broken").json()["model_version_status"][0]["state"] == "END"
+    assert "model.keras" in reasons[0]
+
+
 def _queue(forward, **config) -> InferenceQueue:
     from concurrent.futures import ThreadPoolExecutor
 

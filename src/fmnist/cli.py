@@ -610,6 +610,8 @@ def serve(
 
     The model loads and compiles in the background: /v2/health/ready answers 503 until it is ready. Ctrl-C stops.
     """
+    from rich.markup import escape
+
     from fmnist import runs
     from fmnist import serve as serving
 
@@ -622,7 +624,14 @@ def serve(
     )  # fmt: skip
     sock = serving.bind(config)
     url = serving.url(sock)
-    application = serving.create_app(run, config, on_ready=lambda: out.print(f"model ready: open {url}"))
+
+    def loaded(error: str | None) -> None:
+        if error is None:
+            out.print(f"model ready: open {url}")
+        else:
+            err.print(f"[bold red]error:[/] {escape(error)}; /v2/health/ready answers 503 until it is fixed.")
+
+    application = serving.create_app(run, config, on_loaded=loaded)
     out.print(f"serving {run} at {url} (the page; API: /v2, /v1/models, /api/classify, /metrics). Ctrl-C stops.")
     if api_key:
         out.print("the API needs 'Authorization: Bearer <key>'; the page and /v2/health/* do not.")

@@ -43,8 +43,9 @@ PHOTO_FIELD = "file"  # the multipart field /api/classify reads
 INLINE_JSON_BYTES = 64 * 1024  # larger JSON bodies are parsed on a worker thread (one image is ~3 kB)
 
 
-def create_app(run_or_model: str | Path, config: ServeConfig | None = None, on_ready=None) -> FastAPI:
-    """The app for one run; the model loads in the background once the app starts (``on_ready()`` then)."""
+def create_app(run_or_model: str | Path, config: ServeConfig | None = None, on_loaded=None) -> FastAPI:
+    """The app for one run. The model loads in the background once the app starts; then
+    ``on_loaded(None)`` is called, or ``on_loaded(reason)`` if it could not be loaded."""
     config = config or ServeConfig()
     metrics = Metrics()
     service = ModelService(run_or_model, config, metrics)
@@ -52,8 +53,8 @@ def create_app(run_or_model: str | Path, config: ServeConfig | None = None, on_r
     @asynccontextmanager
     async def lifespan(app):
         await service.start()
-        if on_ready is not None:
-            service.on_ready(on_ready)
+        if on_loaded is not None:
+            service.on_loaded(on_loaded)
         try:
             yield
         finally:

@@ -113,9 +113,15 @@ class ModelService:
         if not future.cancelled() and future.exception() is not None:
             self.error = str(future.exception())
 
-    def on_ready(self, callback: Callable[[], object]) -> None:
-        """Call ``callback()`` on the event loop once the model is loaded and warm (not if loading fails)."""
-        self._loading.add_done_callback(lambda f: None if f.cancelled() or f.exception() else callback())
+    def on_loaded(self, callback: Callable[[str | None], object]) -> None:
+        """Call ``callback(None)`` on the event loop once the model is loaded and warm, or
+        ``callback(reason)`` if loading failed (the server then answers 503 with the reason)."""
+
+        def done(future: asyncio.Future) -> None:
+            if not future.cancelled():
+                callback(None if future.exception() is None else str(future.exception()))
+
+        self._loading.add_done_callback(done)
 
     def _load(self) -> None:
         """Load the model and compile every batch size a pass can have, so no request waits for XLA."""

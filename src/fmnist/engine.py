@@ -187,7 +187,7 @@ def _make_train_step(model, loss_fn, augment=None):
         tv, ov = optimizer.stateless_apply(ov, grads, tv)
         labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
         real = jnp.arange(x.shape[0]) < count
-        correct = jnp.sum((jnp.argmax(y_pred, axis=-1) == labels) & real)
+        correct = jnp.sum((jnp.argmax(y_pred, axis=-1) == labels) & real, dtype=jnp.float32)
         return (tv, ntv, ov), loss * count, correct
 
     return step

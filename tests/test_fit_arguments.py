@@ -157,5 +157,11 @@ def test_what_fit_cannot_take_is_one_error_naming_what_to_pass(tiny_data):
     with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
         engine.fit(model, x, y, epoch=3)
     assert int(model.optimizer.iterations.numpy()) == 0, "a rejected call trained"
+    weighted = models.build_model()
+    weighted.compile(optimizer="adam", loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    with pytest.raises(
+        ModelError, match="drop weighted_metrics"
+    ):  # fit reports the accuracy Model.fit's metrics= gives
+        engine.fit(weighted, x, y, sample_weight=np.ones(len(x)))
     # Model.fit's defaults for those arguments are accepted, as Model.fit accepts them.
     engine.fit(model, x, y, steps_per_epoch=None, validation_steps=None, batch_size=None, callbacks=None, verbose=0)

@@ -42,7 +42,7 @@ def fmnist_trainer(spec, x, y, batch_size):
 
     def one_pass():
         t = time.perf_counter()
-        engine.fit(model, x, y, epochs=1, batch_size=batch_size, seed=0)
+        engine.fit(model, x, y, epochs=1, batch_size=batch_size, seed=0, verbose=0)
         return time.perf_counter() - t
 
     return one_pass

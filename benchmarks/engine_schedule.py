@@ -31,15 +31,15 @@ def scan_chunk(step, mask: str, unroll: int):
     """A lax.scan chunk; ``mask`` is how padding steps are neutralised: cond, where or none."""
 
     @jax.jit
-    def chunk(state, x_all, y_all, idx, w, n, start, key):
+    def chunk(state, x_all, y_all, idx, w, count, n, start, key):
         def body(carry, batch):
             state, loss_sum, correct = carry
-            bi, bw = batch
+            bi, bw, bc = batch
 
             def run(s):
-                return step(s, jnp.take(x_all, bi, axis=0), jnp.take(y_all, bi, axis=0), bw, key)
+                return step(s, jnp.take(x_all, bi, axis=0), jnp.take(y_all, bi, axis=0), bw, bc, key)
 
-            valid = jnp.any(bw > 0)
+            valid = bc > 0
             if mask == "cond":
                 zero = jnp.zeros((), jnp.float32)
                 new, loss, c = jax.lax.cond(valid, run, lambda s: (s, zero, zero), state)
@@ -50,12 +50,12 @@ def scan_chunk(step, mask: str, unroll: int):
             return (new, loss_sum + loss, correct + c), None
 
         zero = jnp.zeros((), jnp.float32)
-        return jax.lax.scan(body, (state, zero, zero), (idx, w), unroll=unroll)[0]
+        return jax.lax.scan(body, (state, zero, zero), (idx, w, count), unroll=unroll)[0]
 
     return chunk
 
 
-def compile_variant(model, chunk, x_dev, y_dev, idx, w):
+def compile_variant(model, chunk, x_dev, y_dev, idx, w, count):
     """(compiled program, compile seconds, a function running it over all of ``idx``)."""
 
     def state():
@@ -65,13 +65,13 @@ def compile_variant(model, chunk, x_dev, y_dev, idx, w):
     t = time.perf_counter()
     key = jax.random.PRNGKey(0)
     with kernels.cpu_kernels():
-        compiled = chunk.lower(state(), x_dev, y_dev, idx[0], w[0], k, 0, key).compile()
+        compiled = chunk.lower(state(), x_dev, y_dev, idx[0], w[0], count[0], k, 0, key).compile()
     compile_s = time.perf_counter() - t
 
     def one_pass():
         s = state()
         for c in range(len(idx)):
-            s, _, _ = compiled(s, x_dev, y_dev, idx[c], w[c], k, 0, key)
+            s, _, _ = compiled(s, x_dev, y_dev, idx[c], w[c], count[c], k, 0, key)
         jax.block_until_ready(s)
 
     one_pass()  # warm-up
@@ -106,8 +106,8 @@ def main():
         }
         runs = {}
         for name, (chunk, chunk_steps) in variants.items():
-            idx, w = engine._epoch_plan(order[: steps * 32], 32, chunk_steps)
-            runs[name] = compile_variant(model, chunk, x_dev, y_dev, idx, w)
+            idx, w, count = engine._epoch_plan(order[: steps * 32], 32, chunk_steps)
+            runs[name] = compile_variant(model, chunk, x_dev, y_dev, idx, w, count)
         times = {name: [] for name in variants}
         for _ in range(args.reps):  # interleaved, so load changes on a noisy machine hit every variant
             for name, (_, one_pass) in runs.items():

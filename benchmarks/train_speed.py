@@ -41,7 +41,7 @@ def seed_model(seed: int, normalize: bool = True, steps_per_execution: int = 1):
 def run_fmnist(seed, x, y, epochs, batch_size):
     model, timer = seed_model(seed), EpochTimer()
     t = time.perf_counter()
-    engine.fit(model, x, y, epochs=epochs, batch_size=batch_size, seed=seed, callbacks=[timer])
+    engine.fit(model, x, y, epochs=epochs, batch_size=batch_size, seed=seed, callbacks=[timer], verbose=0)
     return time.perf_counter() - t, timer.seconds, model
 
 

@@ -131,3 +131,16 @@ def test_figures_render_to_png(preds):
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures_display_inline_in_jupyter_without_pyplot():
+    """IPython shows a returned figure as a PNG even where pyplot's inline backend never loaded."""
+    from IPython.core.formatters import DisplayFormatter
+
+    import fmnist
+
+    fig = fmnist.plots.image_grid(np.zeros((3, 28, 28), np.uint8))  # the public helper, titles optional
+    assert isinstance(fig, Figure) and len(fig.axes) == 3
+    data, _ = DisplayFormatter().format(fig)
+    assert data["image/png"].startswith(b"\x89PNG")
+    assert fmnist.plots.image(np.zeros((28, 28), np.uint8))._repr_png_().startswith(b"\x89PNG")

@@ -5,9 +5,10 @@
     model = fmnist.compile_model(fmnist.build_model())
     fmnist.fit(model, x_train, y_train, epochs=5)
     fmnist.evaluate(model, x_test, y_test)
+    fmnist.plots.image(x_train[42])           # figures display inline in Jupyter
 
-Names that need Keras/JAX are imported on first use, so ``import fmnist`` (and
-``fmnist --help``) stays fast.
+Names that need Keras/JAX (or matplotlib) are imported on first use, so ``import fmnist``
+(and ``fmnist --help``) stays fast.
 """
 
 from importlib import import_module
@@ -31,16 +32,19 @@ _LAZY = {
     "to_fashion_mnist": "fmnist.images",
     "load_image": "fmnist.images",
 }
+_MODULES = ("plots",)  # public modules, imported on first use: fmnist.plots.image(...)
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
+    if name in _MODULES:
+        return import_module(f"fmnist.{name}")
     raise AttributeError(f"module 'fmnist' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, *_MODULES])
 
 
 __all__ = [
@@ -52,4 +56,5 @@ __all__ = [
     "RunError",
     "load_data",
     *_LAZY,
+    *_MODULES,
 ]

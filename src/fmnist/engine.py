@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import jax
@@ -118,8 +118,11 @@ def check_model(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def _metric_names(model: keras.Model) -> list[str]:
-    metrics = getattr(model, "_compile_config", None)
-    metrics = (metrics.config.get("metrics") if metrics is not None else None) or []
+    config = getattr(model, "_compile_config", None)
+    config = config.config if config is not None else {}
+    if config.get("weighted_metrics"):
+        raise ModelError("fmnist.fit reports loss and accuracy (metrics=['accuracy']); drop weighted_metrics.")
+    metrics = config.get("metrics") or []
     if isinstance(metrics, dict):
         raise ModelError("fmnist.fit takes a single-output model with metrics=['accuracy'].")
     names = []
@@ -157,16 +160,19 @@ def _forward(model, tv, ntv, x, training=False):
 
 
 def _make_train_step(model, loss_fn, augment=None):
-    """One optimizer step on a batch whose images carry weights ``w`` (1 real, 0 padding).
+    """One optimizer step on a batch of ``count`` real images whose images carry weights ``w``.
 
+    ``w`` is each image's sample weight (1 without sample or class weights) and 0 for the
+    padding of a partial last batch, which comes last. As Model.fit does, the loss is the
+    weighted sum over the batch divided by its number of real images, and the accuracy (a
+    ``metrics=`` metric, not a ``weighted_metrics=`` one) counts every real image once.
     ``augment(x, key)`` (see fmnist.augment) transforms the raw batch first, with a key
     that depends only on the seed and the step number.
     """
     optimizer = model.optimizer
 
-    def step(state, x, y, w, key):
+    def step(state, x, y, w, count, key):
         tv, ntv, ov = state
-        count = jnp.sum(w)
         if augment is not None:
             x = augment(x, key)
 
@@ -180,14 +186,16 @@ def _make_train_step(model, loss_fn, augment=None):
         (loss, (y_pred, ntv)), grads = jax.value_and_grad(compute_loss, has_aux=True)(tv, ntv)
         tv, ov = optimizer.stateless_apply(ov, grads, tv)
         labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
-        correct = jnp.sum((jnp.argmax(y_pred, axis=-1) == labels) * w)
+        real = jnp.arange(x.shape[0]) < count
+        correct = jnp.sum((jnp.argmax(y_pred, axis=-1) == labels) & real, dtype=jnp.float32)
         return (tv, ntv, ov), loss * count, correct
 
     return step
 
 
 def _make_chunk(step, chunk_steps: int):
-    """One program: up to ``chunk_steps`` steps, step i on images ``x_all[idx[i]]`` weighted ``w[i]``.
+    """One program: up to ``chunk_steps`` steps, step i on images ``x_all[idx[i]]`` weighted ``w[i]``,
+    ``count[i]`` of them real.
 
     ``n`` (traced, so one compiled program serves every chunk) is how many steps to run:
     the epoch's last chunk runs fewer. A traced trip count needs no masking of padding
@@ -198,11 +206,11 @@ def _make_chunk(step, chunk_steps: int):
     """
 
     @jax.jit
-    def chunk(state, x_all, y_all, idx, w, n, start, key):
+    def chunk(state, x_all, y_all, idx, w, count, n, start, key):
         def body(i, carry):
             state, loss_sum, correct = carry
             xb, yb = jnp.take(x_all, idx[i], axis=0), jnp.take(y_all, idx[i], axis=0)
-            state, loss, n_correct = step(state, xb, yb, w[i], jax.random.fold_in(key, start + i))
+            state, loss, n_correct = step(state, xb, yb, w[i], count[i], jax.random.fold_in(key, start + i))
             return state, loss_sum + loss, correct + n_correct
 
         zero = jnp.zeros((), jnp.float32)
@@ -235,11 +243,14 @@ def _compiled(jitted, *example_args):
     return _PROGRAMS[key]
 
 
-def _epoch_plan(order: np.ndarray, batch_size: int, chunk_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Batch indices and weights, shape (chunks, chunk_steps, batch_size).
+def _epoch_plan(
+    order: np.ndarray, batch_size: int, chunk_steps: int, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch indices and weights, shape (chunks, chunk_steps, batch_size), and real images per step.
 
-    The last batch is padded with weight-0 images (so it trains on exactly its real ones),
-    and the last chunk with steps that are never run, so every chunk has the same shape.
+    Each image carries its weight from ``weights`` (1 when None). The last batch is padded with
+    weight-0 images (so it trains on exactly its real ones), and the last chunk with steps that
+    are never run, so every chunk has the same shape.
     """
     n = len(order)
     steps = -(-n // batch_size)
@@ -248,9 +259,10 @@ def _epoch_plan(order: np.ndarray, batch_size: int, chunk_steps: int) -> tuple[n
     idx = np.zeros(size, np.int32)
     idx[:n] = order
     w = np.zeros(size, np.float32)
-    w[:n] = 1.0
+    w[:n] = 1.0 if weights is None else weights[order]
+    count = np.clip(n - batch_size * np.arange(chunks * chunk_steps), 0, batch_size).astype(np.float32)
     shape = (chunks, chunk_steps, batch_size)
-    return idx.reshape(shape), w.reshape(shape)
+    return idx.reshape(shape), w.reshape(shape), count.reshape(shape[:2])
 
 
 # --------------------------------------------------------------------------- inference
@@ -306,49 +318,167 @@ def _mean_loss(loss_fn, y, probs):
     return jnp.mean(loss_fn(y, probs))
 
 
-def loss_and_accuracy(model: keras.Model, probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """The compiled loss and the accuracy of outputs ``probs`` against labels ``y``."""
+@partial(jax.jit, static_argnums=(0,))
+def _weighted_mean_loss(loss_fn, y, probs, w):
+    return jnp.sum(loss_fn(y, probs) * w) / len(w)  # Keras' sum_over_batch_size: divided by images, not weights
+
+
+def loss_and_accuracy(
+    model: keras.Model, probs: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+) -> dict[str, float]:
+    """The compiled loss and the accuracy of outputs ``probs`` against labels ``y``.
+
+    With ``sample_weight`` the loss is weighted as ``Model.evaluate`` weighs it (the weighted
+    sum over the images divided by their number); accuracy, a ``metrics=`` metric, is not.
+    """
     loss_fn = _loss_fn(model) if getattr(model, "loss", None) is not None else _DEFAULT_LOSS
     labels = y if y.ndim == 1 else np.argmax(y, axis=-1)
-    return {
-        "loss": float(_mean_loss(loss_fn, y, probs)),
-        "accuracy": float(np.mean(np.argmax(probs, axis=-1) == labels)),
-    }
+    if sample_weight is None:
+        loss = _mean_loss(loss_fn, y, probs)
+    else:
+        loss = _weighted_mean_loss(loss_fn, y, probs, np.asarray(sample_weight, np.float32))
+    return {"loss": float(loss), "accuracy": float(np.mean(np.argmax(probs, axis=-1) == labels))}
 
 
 # --------------------------------------------------------------------------- fit
-def _split_validation(x, y, validation_data, validation_split):
+DEFAULT_BATCH_SIZE = 32  # Model.fit's default
+VERBOSE = (0, 1, 2, "auto")  # Model.fit's: silent, a progress bar per epoch, one line per epoch, "auto" (= 1)
+# Model.fit arguments that fmnist.fit does not take, and what to pass instead.
+UNSUPPORTED = {
+    "steps_per_epoch": "an epoch is one pass over x; slice x and y to train on fewer images per epoch, "
+    "or pass max_steps=N to stop after N optimizer steps in all",
+    "validation_steps": "validation uses all of validation_data; slice it to validate on fewer images",
+    "validation_batch_size": "validation runs through fmnist's batched forward pass, whose result does not "
+    "depend on a batch size; drop it",
+}
+
+
+def _as_array(value, name: str) -> np.ndarray:
+    """``value`` as a NumPy array, or an error saying what to pass instead of a dataset or generator."""
+    if isinstance(value, np.ndarray | list) or hasattr(value, "__array__"):
+        return np.asarray(value)
+    raise ModelError(
+        f"fmnist.fit trains on arrays held in memory, and {name} is a {type(value).__name__}: pass the images as "
+        "an array x of shape (n, 28, 28) and the labels as an array y of n integers, e.g. "
+        "fmnist.fit(model, x_train, y_train) with fmnist.load_data()'s arrays. A tf.data.Dataset, a PyDataset "
+        "or a generator can be gathered into such arrays first (np.concatenate over its batches)."
+    )
+
+
+def _weights_array(value, n: int, name: str) -> np.ndarray:
+    w = _as_array(value, name).astype(np.float32)
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.shape != (n,):
+        raise ModelError(f"{name} needs one weight per image, shape ({n},); got shape {w.shape}.")
+    return w
+
+
+def _class_weights(y: np.ndarray, class_weight) -> np.ndarray:
+    """Model.fit's class_weight as per-image weights: each image weighs its class's weight (1 if absent)."""
+    if not isinstance(class_weight, Mapping):
+        raise ModelError(
+            f"class_weight maps class labels to weights, e.g. {{0: 1.0, 6: 2.0}}; got a {type(class_weight).__name__}."
+        )
+    labels = y if y.ndim == 1 else np.argmax(y, axis=-1)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    return np.array([class_weight.get(int(c), 1.0) for c in classes], np.float32)[inverse.reshape(-1)]
+
+
+def _split_validation(x, y, sw, validation_data, validation_split):
+    """(x, y, weights) to train on and (x, y, weights) to validate on, as Model.fit splits them."""
     if validation_data is not None:
-        vx, vy = validation_data
-        return x, y, np.asarray(vx), np.asarray(vy)
+        if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
+            raise ModelError(
+                "validation_data is a tuple (x_val, y_val) or (x_val, y_val, sample_weight_val) of arrays, "
+                f"as Model.fit takes it; got a {type(validation_data).__name__}."
+            )
+        vx, vy = _as_array(validation_data[0], "validation_data's x"), _as_array(validation_data[1], "its y")
+        if len(vx) != len(vy):
+            raise ModelError(
+                f"validation_data has {len(vx)} images but {len(vy)} labels: they must be the same length."
+            )
+        vw = validation_data[2] if len(validation_data) == 3 else None
+        return (x, y, sw), (vx, vy, None if vw is None else _weights_array(vw, len(vx), "validation sample_weight"))
     if not 0.0 <= validation_split < 1.0:
         raise ModelError(f"validation_split must be in [0, 1), got {validation_split}.")
     if validation_split == 0.0:
-        return x, y, None, None
-    # As Model.fit: the last fraction of the data, taken before any shuffling.
+        return (x, y, sw), None
+    # As Model.fit: the last fraction of the data (and of the sample weights), taken before any shuffling.
     cut = math.floor(len(x) * (1.0 - validation_split))
     if cut == 0 or cut == len(x):
         raise ModelError(f"validation_split={validation_split} leaves an empty training or validation set.")
-    return x[:cut], y[:cut], x[cut:], y[cut:]
+    head, tail = (None, None) if sw is None else (sw[:cut], sw[cut:])
+    return (x[:cut], y[:cut], head), (x[cut:], y[cut:], tail)
+
+
+def _check_fit_arguments(batch_size, epochs, verbose, initial_epoch, validation_freq, max_steps, unsupported):
+    for name, value in unsupported.items():
+        if name not in UNSUPPORTED:
+            raise TypeError(f"fmnist.fit() got an unexpected keyword argument {name!r}")
+        if value is not None:
+            raise ModelError(f"fmnist.fit does not take {name}: {UNSUPPORTED[name]}.")
+    if batch_size < 1 or epochs < 0 or (max_steps is not None and max_steps < 0):
+        raise ModelError(
+            f"batch_size must be >= 1, epochs and max_steps >= 0 (got {batch_size}, {epochs}, {max_steps})."
+        )
+    if verbose not in VERBOSE:
+        raise ModelError(
+            f"verbose is 0 (silent), 1 (a progress bar), 2 (one line per epoch) or 'auto'; got {verbose!r}."
+        )
+    if not isinstance(initial_epoch, int) or initial_epoch < 0:
+        raise ModelError(f"initial_epoch is the index of the first epoch to run (0 or more); got {initial_epoch!r}.")
+    every = isinstance(validation_freq, int) and validation_freq >= 1
+    listed = isinstance(validation_freq, list | tuple | set | frozenset | range)
+    if not (every or listed):
+        raise ModelError(
+            "validation_freq is a number of epochs (validate after every that many) or a list of epochs "
+            f"(1-based) to validate after, as in Model.fit; got {validation_freq!r}."
+        )
+
+
+def _validates(epoch: int, validation_freq) -> bool:
+    """Model.fit's rule: validate after epoch ``epoch`` (0-based)?"""
+    if isinstance(validation_freq, int):
+        return (epoch + 1) % validation_freq == 0
+    return epoch + 1 in validation_freq
 
 
 def fit(
     model: keras.Model,
     x: np.ndarray,
-    y: np.ndarray,
+    y: np.ndarray | None = None,
     *,
+    # Model.fit's arguments, with its defaults and meaning:
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     epochs: int = 1,
-    batch_size: int = 32,
-    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    verbose: int | str = "auto",
+    callbacks: Sequence[keras.callbacks.Callback] | None = (),
     validation_split: float = 0.0,
+    validation_data: tuple | None = None,
     shuffle: bool = True,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
+    class_weight: Mapping[int, float] | None = None,
+    sample_weight: np.ndarray | None = None,
+    initial_epoch: int = 0,
+    validation_freq: int | Sequence[int] = 1,
+    # fmnist's own (keyword-only, so more of them join here without moving the ones above):
     seed: int | None = None,
     augment: Callable | None = None,
     max_steps: int | None = None,
     chunk_steps: int | None = None,
+    **unsupported,
 ) -> keras.callbacks.History:
-    """Train a compiled Keras model; returns the History that ``Model.fit`` would.
+    """Train a compiled Keras model as ``model.fit(x, y, ...)`` would; returns the same History.
+
+    A drop-in for ``Model.fit`` on arrays: the same batches, optimizer steps, losses, callbacks
+    and History. ``verbose`` prints Keras' own per-epoch progress bar (``ProgbarLogger``) as
+    Model.fit does; fmnist's jobs pass ``verbose=0`` and report progress their own way.
+    ``initial_epoch`` numbers the epochs as Model.fit does (epochs ``initial_epoch`` to
+    ``epochs - 1`` run); it does not restore any state. ``class_weight`` or ``sample_weight``
+    weigh each image in the loss (validation by the validation sample weights only, and
+    accuracy not at all, as in Model.fit). ``validation_freq`` validates after every that many
+    epochs, or after the listed (1-based) epochs. Model.fit arguments for datasets and
+    generators (``steps_per_epoch``, ``validation_steps``, …) are an error that says what to pass.
 
     ``x`` holds raw images (any dtype; uint8 stays uint8 on the device and is cast inside
     the program), ``y`` integer labels (or one-hot rows, for a categorical loss). ``seed``
@@ -359,13 +489,22 @@ def fit(
     ``chunk_steps`` overrides how many steps one compiled program runs (default:
     ``default_chunk_steps``).
     """
-    x, y = np.asarray(x), np.asarray(y)
-    if batch_size < 1 or epochs < 0 or (max_steps is not None and max_steps < 0):
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    _check_fit_arguments(batch_size, epochs, verbose, initial_epoch, validation_freq, max_steps, unsupported)
+    x = _as_array(x, "x")
+    if y is None:
+        raise ModelError("fmnist.fit needs the labels: pass y, an array of one integer label per image in x.")
+    y = _as_array(y, "y")
+    if class_weight is not None and sample_weight is not None:
         raise ModelError(
-            f"batch_size must be >= 1, epochs and max_steps >= 0 (got {batch_size}, {epochs}, {max_steps})."
+            "pass class_weight or sample_weight, not both (as Model.fit): multiply the class weights into the "
+            "sample weights, e.g. sample_weight * np.array([class_weight.get(c, 1.0) for c in range(10)])[y]."
         )
-    x, y, vx, vy = _split_validation(x, y, validation_data, validation_split)
+    sw = None if sample_weight is None else _weights_array(sample_weight, len(x), "sample_weight")
+    (x, y, sw), held_out = _split_validation(x, y, sw, validation_data, validation_split)
     check_model(model, x, y)
+    if class_weight is not None:
+        sw = _class_weights(y, class_weight)
     optimizer, loss_fn = model.optimizer, _loss_fn(model)
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
@@ -377,36 +516,40 @@ def fit(
     key = jax.random.PRNGKey(int(rng.integers(2**31)))  # augmentation draws: fold_in(key, step number)
     x_dev, y_dev = jax.device_put(x), jax.device_put(y)  # resident for the whole fit
     cbs = keras.callbacks.CallbackList(
-        list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=steps
-    )
+        list(callbacks or ()), add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose,
+        epochs=epochs, steps=steps,
+    )  # fmt: skip
     model.stop_training = False
     logs: dict[str, float] = {}
     done_steps = 0
     cbs.on_train_begin()
-    for epoch in range(epochs):
+    for epoch in range(initial_epoch, epochs):
         if max_steps is not None and done_steps >= max_steps:
             break
         cbs.on_epoch_begin(epoch)
         # Read the state at every epoch start: callbacks may have changed weights or the learning rate.
         state = model_state(model)
-        idx, w = _epoch_plan(rng.permutation(n) if shuffle else np.arange(n), batch_size, chunk_steps)
+        idx, w, count = _epoch_plan(rng.permutation(n) if shuffle else np.arange(n), batch_size, chunk_steps, sw)
         epoch_steps = steps if max_steps is None else min(steps, max_steps - done_steps)
-        program = program or _compiled(chunk, state, x_dev, y_dev, idx[0], w[0], chunk_steps, 0, key)
-        loss_sum, correct, seen = 0.0, 0.0, 0
+        program = program or _compiled(chunk, state, x_dev, y_dev, idx[0], w[0], count[0], chunk_steps, 0, key)
+        loss_sum, correct, seen = 0.0, 0.0, 0.0
         for c in range(-(-epoch_steps // chunk_steps)):
             n_steps = min(chunk_steps, epoch_steps - c * chunk_steps)
-            state, chunk_loss, chunk_correct = program(state, x_dev, y_dev, idx[c], w[c], n_steps, done_steps, key)
+            state, chunk_loss, chunk_correct = program(
+                state, x_dev, y_dev, idx[c], w[c], count[c], n_steps, done_steps, key
+            )
             done_steps += n_steps
-            seen = min(seen + n_steps * batch_size, n)
+            seen += float(count[c, :n_steps].sum())
             loss_sum, correct = loss_sum + float(chunk_loss), correct + float(chunk_correct)
             logs = _running(loss_sum, correct, seen)
             cbs.on_train_batch_end(c * chunk_steps + n_steps - 1, logs)
             if model.stop_training:  # set by a batch-level callback (TerminateOnNaN): end the epoch here
                 break
         _write_back(model, state)
-        if vx is not None:
+        if held_out is not None and _validates(epoch, validation_freq):
+            vx, vy, vw = held_out
             vprobs = _predict_with(model, state[0], state[1], vx)[0]
-            logs |= {f"val_{k}": v for k, v in loss_and_accuracy(model, vprobs, vy).items()}
+            logs |= {f"val_{k}": v for k, v in loss_and_accuracy(model, vprobs, vy, vw).items()}
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -415,8 +558,8 @@ def fit(
     return model.history
 
 
-def _running(loss_sum, correct, done) -> dict[str, float]:
-    return {"loss": float(loss_sum) / done, "accuracy": float(correct) / done}
+def _running(loss_sum, correct, seen) -> dict[str, float]:
+    return {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
 
 
 def model_state(model: keras.Model, optimizer: bool = True) -> tuple[list, list, list]:

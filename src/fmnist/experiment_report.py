@@ -90,22 +90,30 @@ def render_markdown(results: Results, command: str | None = None, figures: Seque
     lines += ["| experiment | verdict | measured answer |", "|---|---|---|"]
     lines += [f"| {r.experiment.name} | {r.conclusion.verdict} | {r.conclusion.text} |" for r in results.experiments]
     for r in results.experiments:
-        exp = r.experiment
-        lines += ["", f"## {exp.name}: {exp.title}", "", exp.question, "", f"> “{exp.claim}” — {SOURCE}", ""]
-        lines += [f"**Measured ({r.conclusion.verdict} with the tutorial):** {r.conclusion.text}", ""]
-        head, rows = _table_rows(r)
-        if exp.columns:
-            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(row) + " |" for row in rows]
-        else:
-            for name, message in rows:
-                lines += [f"**{name}**", "", "```", message, "```", ""]
-        if exp.note:
-            lines += ["", f"_{exp.note}_"]
-        for png in figures:
-            if png.startswith(f"{exp.name}-"):
-                lines += ["", f"![{exp.name}](figures/{png})"]
+        lines += ["", experiment_markdown(r, [png for png in figures if png.startswith(f"{r.experiment.name}-")])]
     return "\n".join(lines) + "\n"
+
+
+def experiment_markdown(result: ExperimentResult, figures: Sequence[str] = ()) -> str:
+    """One experiment's section: question, the tutorial's claim, the measured answer and verdict, the table.
+
+    ``figures`` are PNG names linked as figures/<name> (a notebook displays the Figures instead).
+    """
+    exp = result.experiment
+    lines = [f"## {exp.name}: {exp.title}", "", exp.question, "", f"> “{exp.claim}” — {SOURCE}", ""]
+    lines += [f"**Measured ({result.conclusion.verdict} with the tutorial):** {result.conclusion.text}", ""]
+    head, rows = _table_rows(result)
+    if exp.columns:
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        for name, message in rows:
+            lines += [f"**{name}**", "", "```", message, "```", ""]
+    if exp.note:
+        lines += ["", f"_{exp.note}_"]
+    for png in figures:
+        lines += ["", f"![{exp.name}](figures/{png})"]
+    return "\n".join(lines)
 
 
 def render_html(results: Results, command: str | None = None, pngs: dict[str, bytes] | None = None) -> str:

@@ -615,7 +615,7 @@ def _check(config: TrainConfig, dataset: tuple) -> dict:
     (x_train, y_train), _ = dataset
     model = models.compile_model(models.build_model(config.model), config.optimizer, config.learning_rate)
     try:
-        engine.fit(model, x_train[:CHECK_IMAGES], y_train[:CHECK_IMAGES], epochs=1, seed=config.seed)
+        engine.fit(model, x_train[:CHECK_IMAGES], y_train[:CHECK_IMAGES], epochs=1, seed=config.seed, verbose=0)
     except ModelError as e:
         return {"error": str(e)}
     return {"error": None}

@@ -1,19 +1,38 @@
 """Matplotlib figures: pure functions, data in and a ``Figure`` out (Agg, no display).
 
 Figures are made with ``matplotlib.figure.Figure`` directly, not pyplot, so nothing is
-kept in a global figure registry and nothing needs a screen.
+kept in a global figure registry and nothing needs a screen. In Jupyter a returned figure
+shows itself inline (as a PNG), with or without pyplot:
+
+    fmnist.plots.image(x_train[42])                  # the lesson's plt.imshow(training_images[42])
+    fmnist.plots.labelled_grid(x_train[:25], y_train[:25])
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 
+import matplotlib.figure
 import numpy as np
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fmnist.data import CLASS_NAMES
+
+
+class Figure(matplotlib.figure.Figure):
+    """A matplotlib Figure that Jupyter displays inline.
+
+    IPython draws a plain Figure inline only once pyplot's inline backend has registered
+    itself; a Figure made without pyplot (as here) would show as its text repr. Where that
+    backend is active, its own formatter draws the figure and this method is not called.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
 
 
 def image(img: np.ndarray, title: str = "") -> Figure:
@@ -28,13 +47,13 @@ def image(img: np.ndarray, title: str = "") -> Figure:
     return fig
 
 
-def image_grid(images: np.ndarray, titles: Sequence[str], cols: int | None = None) -> Figure:
-    """A labelled grid (the TensorFlow tutorial's 5×5 'first 25 training images')."""
+def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, cols: int | None = None) -> Figure:
+    """A grid of images, each with its title below (the TensorFlow tutorial's 5×5 'first 25 training images')."""
     n = len(images)
     cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(2 * cols, 2.2 * rows))
-    for i, (img, title) in enumerate(zip(images, titles, strict=True)):
+    for i, (img, title) in enumerate(zip(images, titles if titles is not None else [""] * n, strict=True)):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(img, cmap="binary", vmin=0, vmax=255)
         ax.set_xlabel(title)
@@ -44,8 +63,9 @@ def image_grid(images: np.ndarray, titles: Sequence[str], cols: int | None = Non
     return fig
 
 
-def labelled_grid(images: np.ndarray, labels: np.ndarray) -> Figure:
-    return image_grid(images, [CLASS_NAMES[int(label)] for label in labels])
+def labelled_grid(images: np.ndarray, labels: np.ndarray, cols: int | None = None) -> Figure:
+    """``image_grid`` titled with each image's class name."""
+    return image_grid(images, [CLASS_NAMES[int(label)] for label in labels], cols)
 
 
 def learning_curves(history: dict[str, list[float]]) -> Figure:

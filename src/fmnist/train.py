@@ -192,6 +192,7 @@ def _fit(model, config: TrainConfig, x, y, *, epochs: int, max_steps: int | None
     return engine.fit(
         model, x, y, epochs=epochs, batch_size=config.batch_size, validation_split=config.validation_split,
         callbacks=callbacks, seed=config.seed, augment=augment_fn if augment_fn.active else None, max_steps=max_steps,
+        verbose=0,  # the CLI reports progress through its own callback
     )  # fmt: skip
 
 

@@ -22,3 +22,14 @@ class RunError(FmnistError):
 
 class ImageError(FmnistError):
     """An image file cannot be read or turned into a 28×28 input."""
+
+
+class CheckpointError(RunError):
+    """A training checkpoint cannot be read (truncated, corrupted, of another version)."""
+
+
+class Interrupted(FmnistError):
+    """Training stopped on request (Ctrl-C, SIGTERM) after writing a checkpoint: not a failure.
+
+    The message says how to continue; the CLI exits 130 (SIGINT) or 143 (SIGTERM).
+    """

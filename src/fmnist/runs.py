@@ -8,23 +8,31 @@
       figures/*.png      learning curves and the evaluation figures
       report.html        one self-contained page
 
+    runs/.<name>.partial/  while it trains: the stage the run is written into, with
+                           checkpoint.npz (see save_checkpoint); renamed to runs/<name> when done
+    runs/.<name>.lock      held (flock) by the process training into runs/<name>
+
 Nothing here trains or evaluates; it only reads and writes.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fmnist.errors import RunError
+import numpy as np
+
+from fmnist.errors import CheckpointError, RunError
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -33,6 +41,7 @@ HISTORY_CSV = "history.csv"
 METRICS_FILE = "metrics.json"
 FIGURES_DIR = "figures"
 REPORT_FILE = "report.html"
+CHECKPOINT_FILE = "checkpoint.npz"
 DEFAULT_ROOT = Path("runs")
 
 
@@ -45,11 +54,23 @@ def write_bytes(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a crash right after it cannot undo it)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -89,27 +110,119 @@ def save_model(path: Path, model) -> Path:
     return path
 
 
-@contextmanager
-def staged_dir(target: Path) -> Iterator[Path]:
-    """Fill a directory under a hidden temporary name; on success it replaces ``target``.
+def partial_dir(target: Path) -> Path:
+    """The stage a resumable training writes ``target`` through: kept when it is interrupted."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.partial")
 
-    An interrupted or failed run leaves the previous ``target`` (if any) untouched.
+
+@contextmanager
+def staged_dir(target: Path, stage: Path | None = None) -> Iterator[Path]:
+    """Fill a directory under a hidden name; on success it replaces ``target``.
+
+    ``stage`` (a training's ``partial_dir``) is a fixed stage that already exists and is kept
+    when the block fails, so its checkpoint survives for ``--resume``; without one, a fresh
+    temporary stage is made and removed on failure. Either way, an interrupted or failed run
+    leaves the previous ``target`` (if any) untouched.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    keep = stage is not None
+    if stage is None:
+        stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         stage.chmod(0o755)
         yield stage
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(stage, ignore_errors=True)
         raise
     old = target.with_name(f".{target.name}.old-{os.getpid()}") if target.exists() else None
     if old is not None:
         os.replace(target, old)
     os.replace(stage, target)
+    _fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def run_lock(target: Path) -> Iterator[None]:
+    """Hold ``target``'s lock while writing it; a second writer gets a RunError at once.
+
+    An advisory ``flock`` on a hidden file beside the run: the system releases it when the
+    holder exits, however it exits (a SIGKILL leaves no stale lock). The file itself stays.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.with_name(f".{target.name}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RunError(
+                f"{target} is being written by another fmnist process (pid {holder}): wait for it to finish "
+                "or train into another --out."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, tree: dict) -> Path:
+    """Write a tree of dicts, lists, JSON values and numpy arrays as one ``.npz``, atomically.
+
+    The arrays are stored as they are (bit for bit); everything else goes into one JSON
+    document inside the same file, so a checkpoint is either wholly old or wholly new.
+    """
+    arrays: dict[str, np.ndarray] = {}
+
+    def encode(value):
+        if isinstance(value, dict):
+            return {str(k): encode(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [encode(v) for v in value]
+        if isinstance(value, np.generic):
+            return value.item()
+        if hasattr(value, "__array__"):
+            name = f"a{len(arrays)}"
+            arrays[name] = np.asarray(value)
+            return {"__array__": name}
+        return value
+
+    meta = json.dumps(encode(tree)).encode("utf-8")
+    buf = io.BytesIO()
+    np.savez(buf, __meta__=np.frombuffer(meta, np.uint8), **arrays)
+    return write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read what save_checkpoint wrote; anything unreadable is a CheckpointError."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = {name: npz[name] for name in npz.files}
+        meta = json.loads(files.pop("__meta__").tobytes().decode("utf-8"))
+
+        def decode(value):
+            if isinstance(value, dict):
+                if set(value) == {"__array__"}:
+                    return files[value["__array__"]]
+                return {k: decode(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [decode(v) for v in value]
+            return value
+
+        return decode(meta)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {e})") from e
 
 
 # --------------------------------------------------------------------------- history

@@ -494,11 +494,21 @@ def runs_cmd(
     table = Table(
         *(Column(h, no_wrap=True) for h in ("name", "date", "model")),
         *(Column(h, justify="right", no_wrap=True) for h in ("epochs", "test accuracy", "train time")),
+        "status",
     )  # fmt: skip
     for r in rows:
-        seconds = f"{r['train_seconds']:.1f} s" if r["train_seconds"] is not None else "–"
-        table.add_row(r["name"], r["created"] or "–", r["model"], _num(r["epochs"]), _num(r["accuracy"]), seconds)
+        seconds = f"{r['train_seconds']:.1f} s" if isinstance(r["train_seconds"], int | float) else "–"
+        status = {"ok": "", "interrupted": "[yellow]interrupted[/]"}.get(r["status"], f"[red]{r['status']}[/]")
+        table.add_row(
+            r["name"], r["created"] or "–", str(r["model"]), _num(r["epochs"]), _num(r["accuracy"]), seconds, status
+        )
     out.print(table)
+    if any(r["status"] == "interrupted" for r in rows):
+        out.print("interrupted trainings continue with `fmnist train --resume RUN`.")
+    if any(r["status"].startswith("damaged") for r in rows):
+        out.print(
+            "damaged runs: `fmnist evaluate RUN` re-creates metrics.json; a damaged model or config needs a retrain."
+        )
 
 
 @app.command()

@@ -90,6 +90,14 @@ def read_json(path: Path) -> Any:
         raise RunError(f"{path} is not readable JSON ({e}); re-create it (e.g. `fmnist evaluate`).") from e
 
 
+def read_object(path: Path) -> dict:
+    """A JSON file that must hold an object (config.json, metrics.json): anything else is a RunError."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise RunError(f"{path} holds a JSON {type(value).__name__}, not the object fmnist wrote: it is damaged.")
+    return value
+
+
 def save_figure(path: Path, figure) -> Path:
     """Save a matplotlib Figure as PNG atomically."""
     buf = io.BytesIO()
@@ -272,24 +280,87 @@ def run_dir_of(run_or_model: str | os.PathLike) -> Path | None:
 def eval_views(run_or_model: str | os.PathLike) -> tuple[str, ...]:
     """The test-time views a run evaluates with (its config's ``eval_views``); a bare model: the image itself."""
     run_dir = run_dir_of(run_or_model)
-    config = read_json(run_dir / CONFIG_FILE) if run_dir is not None and (run_dir / CONFIG_FILE).is_file() else {}
-    return tuple(config.get("eval_views") or ("identity",))
+    config = read_object(run_dir / CONFIG_FILE) if run_dir is not None and (run_dir / CONFIG_FILE).is_file() else {}
+    views = config.get("eval_views") or ("identity",)
+    if not isinstance(views, list | tuple) or not all(isinstance(v, str) for v in views):
+        raise RunError(f"{run_dir / CONFIG_FILE}: eval_views {views!r} is not a list of view names: it is damaged.")
+    return tuple(views)
+
+
+IMAGE_SHAPE, NUM_CLASSES = (28, 28), 10  # what every fmnist model takes and gives (as fmnist.data)
 
 
 def load_model(run_or_model: str | os.PathLike):
-    """Open a saved model with plain ``keras.saving.load_model``; a damaged file is a RunError."""
+    """Open a saved model with plain ``keras.saving.load_model``; a damaged file is a RunError.
+
+    Every command that reads a run's model comes here (evaluate, report, predict, serve), so a
+    truncated file, or a model that is not a 28×28 -> 10-class classifier, is one clear error.
+    """
     from fmnist._backend import keras
 
     path = resolve_model_path(run_or_model)
     try:
-        return keras.saving.load_model(path)
+        model = keras.saving.load_model(path)
     except Exception as e:
         raise RunError(f"{path} could not be loaded as a Keras model ({type(e).__name__}: {e}); retrain it.") from e
+    try:
+        spec = model.compute_output_spec(keras.KerasTensor((None, *IMAGE_SHAPE), dtype="float32"))
+        shape = tuple(spec.shape)
+    except Exception as e:
+        raise RunError(f"{path} is a model that cannot take 28×28 images: not a Fashion-MNIST classifier.") from e
+    if shape != (None, NUM_CLASSES):
+        raise RunError(
+            f"{path} outputs shape {shape}, not one score per class (None, {NUM_CLASSES}): "
+            "it is not a Fashion-MNIST classifier."
+        )
+    return model
+
+
+def run_problems(run_dir: Path) -> list[str]:
+    """What is wrong with a run directory, cheaply (no Keras): [] for a healthy run.
+
+    Checks that config.json and metrics.json are readable JSON objects and that model.keras
+    is a whole ``.keras`` archive (a truncated zip has no central directory).
+    """
+    run_dir, problems = Path(run_dir), []
+    for name in (CONFIG_FILE, METRICS_FILE):
+        try:
+            read_object(run_dir / name)
+        except RunError:
+            problems.append(f"{name} missing" if not (run_dir / name).is_file() else f"{name} unreadable")
+    model = run_dir / MODEL_FILE
+    try:
+        with zipfile.ZipFile(model) as archive:
+            if "config.json" not in archive.namelist():
+                raise zipfile.BadZipFile
+    except FileNotFoundError:
+        problems.append(f"{MODEL_FILE} missing")
+    except (OSError, zipfile.BadZipFile):
+        problems.append(f"{MODEL_FILE} damaged")
+    return problems
 
 
 def iter_runs(root: Path = DEFAULT_ROOT) -> Iterator[Path]:
-    """Run directories under ``root`` (those with a config.json), newest first."""
+    """Run directories under ``root`` (those with a config.json or a model.keras), newest first."""
     if not Path(root).is_dir():
         return iter(())
-    runs = [p for p in Path(root).iterdir() if not p.name.startswith(".") and (p / CONFIG_FILE).is_file()]
-    return iter(sorted(runs, key=lambda p: (p / CONFIG_FILE).stat().st_mtime, reverse=True))
+    runs = [
+        p for p in Path(root).iterdir()
+        if not p.name.startswith(".") and ((p / CONFIG_FILE).is_file() or (p / MODEL_FILE).is_file())
+    ]  # fmt: skip
+    return iter(sorted(runs, key=_mtime, reverse=True))
+
+
+def _mtime(run_dir: Path) -> float:
+    """When a run was written: its config.json's time, else its model's."""
+    return next((f.stat().st_mtime for f in (run_dir / CONFIG_FILE, run_dir / MODEL_FILE) if f.is_file()), 0.0)
+
+
+def iter_interrupted(root: Path = DEFAULT_ROOT) -> Iterator[Path]:
+    """Runs under ``root`` whose training was interrupted (they have a partial_dir): the run paths."""
+    if not Path(root).is_dir():
+        return iter(())
+    stages = sorted(
+        p for p in Path(root).iterdir() if p.is_dir() and p.name.startswith(".") and p.name.endswith(".partial")
+    )
+    return iter(p.with_name(p.name[1 : -len(".partial")]) for p in stages)

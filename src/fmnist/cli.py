@@ -561,6 +561,9 @@ class _TrialsBar:
         self.bar.update(self.task, total=p.work_total, completed=p.work_done, trials=f"{p.done}/{p.total}", left=text)
 
 
+TRIALS_DIR = ".trials"  # under an experiment's --out: trials finished so far (an interrupted run continues)
+
+
 @app.command()
 def experiment(
     name: Annotated[
@@ -577,8 +580,11 @@ def experiment(
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions."""
-    from fmnist import experiment_report
+    """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions.
+
+    Finished trials are kept (in OUT/.trials) until the report is written: after a kill, the same command runs only the missing ones and writes the same report.
+    """  # noqa: E501 (one paragraph: Typer keeps line breaks)
+    from fmnist import experiment_report, runs
     from fmnist import experiments as ex
 
     names = ex.resolve_names(name)
@@ -595,12 +601,14 @@ def experiment(
         if value is not None and not (flag == "--epochs-scale" and value == 1.0)
     )
     bar = _TrialsBar(f"experiment {name}", workers)
+    store = runs.ResultStore(target / TRIALS_DIR)  # finished trials, kept until the report is written
     with bar.bar:
         results = ex.run_experiments(
             names, seeds, workers=workers, epochs_scale=epochs_scale, limit=limit, progress=bar,
-            dataset=dataset if workers == 0 else None, data_dir=str(data_dir) if data_dir else None,
+            dataset=dataset if workers == 0 else None, data_dir=str(data_dir) if data_dir else None, store=store,
         )  # fmt: skip
     paths = experiment_report.write_reports(results, target, command=command)
+    store.clear()
     table = Table("experiment", "verdict", "measured answer", show_lines=True)
     colors = {"agrees": "green", "partly agrees": "yellow", "disagrees": "red"}
     for r in results.experiments:
@@ -610,6 +618,7 @@ def experiment(
     out.print(
         f"{results.trials} trainings/checks in {results.wall_seconds:.0f} s ({results.wall_seconds / 60:.1f} min) "
         f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
+        + (f"; {results.kept} kept from an interrupted run" if results.kept else "")
     )
     out.print(f"wrote [bold]{paths['markdown']}[/], {paths['html']} and {paths['results']}")
 

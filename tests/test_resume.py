@@ -8,6 +8,7 @@ later epoch, then `fmnist train --resume`, ends exactly as the same run never in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -115,6 +116,26 @@ def test_an_interrupted_run_keeps_its_stage_and_resumes_from_the_cli(interrupted
     }
     again = CliRunner().invoke(cli.app, ["train", "--resume", str(interrupted)])
     assert again.exit_code == 0 and "is finished: nothing to resume" in again.output
+
+
+def test_a_time_budget_run_resumes_with_its_recorded_steps(dataset, tmp_path, monkeypatch):
+    import fmnist.train
+
+    out, planned = tmp_path / "budget", 25
+    config = TrainConfig(model={"hidden": (16,)}, time_budget=60.0, train_limit=600, seed=2)
+    monkeypatch.setattr(fmnist.train, "plan_steps", lambda *args: planned)
+    with pytest.raises(Interrupted):
+        train(config, out, dataset=dataset, should_stop=lambda: True)
+    assert load_config(runs.partial_dir(out)).steps == planned  # recorded before training began
+
+    def must_not_plan(*args):
+        raise AssertionError("a resumed run replays its recorded steps")
+
+    monkeypatch.setattr(fmnist.train, "plan_steps", must_not_plan)
+    result = fmnist.train.resume(out, dataset=dataset)
+    assert result.config.steps == planned and int(result.model.optimizer.iterations.numpy()) == planned
+    reference = train(dataclasses.replace(config, steps=planned), None, dataset=dataset)
+    assert result.history["loss"] == reference.history["loss"]
 
 
 def test_training_over_an_interrupted_run_asks_to_resume_or_restart(interrupted):

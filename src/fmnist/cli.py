@@ -303,7 +303,7 @@ def train(
 
     from fmnist import recipes, report
     from fmnist import train as train_mod
-    from fmnist.errors import Interrupted, RunError
+    from fmnist.errors import RunError
     from fmnist.train import TrainConfig
 
     base = recipes.get(recipe).config if recipe else TrainConfig()

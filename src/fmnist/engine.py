@@ -412,8 +412,7 @@ def fit(
     def fit_state(epoch, c, base, sums, epoch_rng, variables, at_epoch_end):
         return FitState(
             epoch=epoch, chunk=c, steps=done_steps, epoch_start_steps=base, running=sums, rng=epoch_rng,
-            augment_seed=augment_seed,
-            variables=variables, history={k: list(v) for k, v in history.history.items()},
+            augment_seed=augment_seed, variables=variables, history={k: list(v) for k, v in history.history.items()},
             callbacks=[callback_state(cb) for cb in stateful], stopped=bool(model.stop_training),
             at_epoch_end=at_epoch_end, plan=plan,
         )  # fmt: skip
@@ -451,8 +450,8 @@ def fit(
             logs |= {f"val_{k}": v for k, v in loss_and_accuracy(model, vprobs, vy).items()}
         cbs.on_epoch_end(epoch, logs)
         if checkpoint is not None:  # callbacks may have changed the weights: read them again
-            variables, epoch_rng = model_state(model), rng.bit_generator.state
-            checkpoint(fit_state(epoch + 1, 0, done_steps, (0.0, 0.0, 0), epoch_rng, variables, True))
+            variables, next_rng = model_state(model), rng.bit_generator.state
+            checkpoint(fit_state(epoch + 1, 0, done_steps, (0.0, 0.0, 0), next_rng, variables, True))
     optimizer.finalize_variable_values(model.trainable_variables)
     cbs.on_train_end(logs)
     model.history = history

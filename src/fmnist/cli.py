@@ -491,24 +491,26 @@ def runs_cmd(
     if not rows:
         out.print(f"no runs under {root}: train one with `fmnist train --out {root}/NAME`.")
         return
+    flagged = [r for r in rows if r["status"] != "ok"]
     table = Table(
         *(Column(h, no_wrap=True) for h in ("name", "date", "model")),
         *(Column(h, justify="right", no_wrap=True) for h in ("epochs", "test accuracy", "train time")),
-        "status",
+        *(["status"] if flagged else []),
     )  # fmt: skip
     for r in rows:
         seconds = f"{r['train_seconds']:.1f} s" if isinstance(r["train_seconds"], int | float) else "–"
-        status = {"ok": "", "interrupted": "[yellow]interrupted[/]"}.get(r["status"], f"[red]{r['status']}[/]")
-        table.add_row(
-            r["name"], r["created"] or "–", str(r["model"]), _num(r["epochs"]), _num(r["accuracy"]), seconds, status
-        )
+        cells = [r["name"], r["created"] or "–", str(r["model"]), _num(r["epochs"]), _num(r["accuracy"]), seconds]
+        if flagged:
+            cells.append({"ok": "", "interrupted": "[yellow]interrupted[/]"}.get(r["status"], "[red]damaged[/]"))
+        table.add_row(*cells)
     out.print(table)
-    if any(r["status"] == "interrupted" for r in rows):
-        out.print("interrupted trainings continue with `fmnist train --resume RUN`.")
-    if any(r["status"].startswith("damaged") for r in rows):
-        out.print(
-            "damaged runs: `fmnist evaluate RUN` re-creates metrics.json; a damaged model or config needs a retrain."
+    for r in flagged:  # below the table, where a narrow terminal cannot cut them off
+        what = (
+            "interrupted: continue it with `fmnist train --resume RUN`" if r["status"] == "interrupted" else r["status"]
         )
+        out.print(f"{r['path']}: {what}")
+    if any(r["status"].startswith("damaged") for r in flagged):
+        out.print("`fmnist evaluate RUN` re-creates a missing metrics.json; a damaged model or config needs a retrain.")
 
 
 @app.command()

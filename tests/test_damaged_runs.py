@@ -104,7 +104,8 @@ def test_runs_lists_interrupted_trainings(healthy, tmp_path, capsys):
     stage.mkdir()
     shutil.copy(healthy / runs.CONFIG_FILE, stage / runs.CONFIG_FILE)
     code, out, _ = run_cli(["runs", "--root", str(root)], capsys)
-    assert code == 0 and f"{root / 'halfway'}: interrupted: continue it with `fmnist train --resume RUN`" in out
+    halfway = root / "halfway"
+    assert code == 0 and f"{halfway}: interrupted: continue it with `fmnist train --resume {halfway}`" in out
 
 
 def test_a_model_of_another_shape_is_a_run_error(tmp_path):

@@ -505,9 +505,8 @@ def runs_cmd(
         table.add_row(*cells)
     out.print(table)
     for r in flagged:  # below the table, where a narrow terminal cannot cut them off
-        what = (
-            "interrupted: continue it with `fmnist train --resume RUN`" if r["status"] == "interrupted" else r["status"]
-        )
+        interrupted = r["status"] == "interrupted"
+        what = f"interrupted: continue it with `fmnist train --resume {r['path']}`" if interrupted else r["status"]
         out.print(f"{r['path']}: {what}")
     if any(r["status"].startswith("damaged") for r in flagged):
         out.print("`fmnist evaluate RUN` re-creates a missing metrics.json; a damaged model or config needs a retrain.")

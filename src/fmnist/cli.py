@@ -366,6 +366,9 @@ def train(
         except Interrupted as e:
             err.print(f"interrupted: {e}")
             raise typer.Exit(stop.exit_code) from None
+    if stop():  # the signal came after the last step: the run is saved, only its report is left
+        err.print(f"interrupted: the run is complete in {out_dir}; write its report with `fmnist report {out_dir}`.")
+        raise typer.Exit(stop.exit_code)
     m = result.metrics
     views = f" ({' + '.join(m['views'])} views; one view {m['accuracy_single_view']:.4f})" if "views" in m else ""
     out.print(

@@ -433,7 +433,8 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
     if out is not None:
         with runs.staged_dir(out, stage=stage) as staged:  # all or nothing: a previous run there survives
             save_run(staged, model, config, hist, metrics, train_seconds, phases)
-            (staged / runs.CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete: nothing to resume
+        # Only now, with the run in place: a kill a moment earlier still finds the checkpoint to finish from.
+        (out / runs.CHECKPOINT_FILE).unlink(missing_ok=True)
     return TrainResult(model, hist, metrics, train_seconds, out, config, probs, phases)
 
 

@@ -288,14 +288,17 @@ def test_sigkill_during_an_epoch_then_resume_gives_the_identical_run(uninterrupt
     _assert_same_run(out, uninterrupted)
 
 
-def test_sigterm_stops_at_a_chunk_with_a_checkpoint_and_resume_gives_the_identical_run(uninterrupted, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_stops_at_a_chunk_with_a_checkpoint_and_resume_gives_the_identical_run(
+    signum, uninterrupted, tmp_path
+):
     out = tmp_path / "run"
     proc = _fmnist(*TRAIN_ARGS, "--out", str(out), slow=True)
     _wait_for_checkpoint(proc, out, 1)
     time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     rc, _, stderr = _finish(proc)
-    assert rc == 128 + signal.SIGTERM, stderr
+    assert rc == 128 + signum, stderr  # 143 for SIGTERM, 130 for Ctrl-C
     assert f"continue it with `fmnist train --resume {out}`" in stderr and "Traceback" not in stderr
     tree = runs.load_checkpoint(runs.partial_dir(out) / runs.CHECKPOINT_FILE)
     assert tree["epoch"] >= 1 and not out.exists()

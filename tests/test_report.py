@@ -225,7 +225,7 @@ def test_train_command_writes_the_report_from_the_model_in_memory(seed_run, tmp_
     calls = {}
     metrics, probs = {"accuracy": 0.86, "loss": 0.39}, np.full((3, 10), 0.1)
 
-    def fake_train(config, out, callbacks=(), dataset=None, started=None):
+    def fake_train(config, out, callbacks=(), dataset=None, started=None, **resumable):
         calls["dataset"] = dataset
         return TrainResult(model, {"loss": [0.4]}, metrics, 1.0, out, TrainConfig(), probs, {"train": 1.0})
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from fmnist import data
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, Interrupted
 from fmnist.serve import config as serve_config
 
 app = typer.Typer(
@@ -45,12 +45,61 @@ def main() -> None:
     """Entry point: run the app, turning expected errors into one actionable line."""
     try:
         app()
+    except Interrupted as e:  # a training stopped on request (the train command exits 130/143 itself)
+        err.print(f"interrupted: {e}")
+        sys.exit(130)
     except FmnistError as e:
         err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted: nothing half-written was left behind (files are renamed into place when complete).")
+        err.print(
+            "interrupted: nothing half-written was left behind (files are renamed into place when complete); "
+            "a training continues from its last checkpoint with `fmnist train --resume RUN`."
+        )
         sys.exit(130)
+
+
+class _StopOnSignals:
+    """While training: Ctrl-C or SIGTERM asks it to stop at the next chunk boundary, where it
+    writes a checkpoint and raises Interrupted; a second signal interrupts at once.
+
+    Passed to the train job as ``should_stop``; the previous handlers come back on exit.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopOnSignals:
+        import signal
+
+        for name in self.SIGNALS:
+            number = getattr(signal, name)
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM."""
+        import signal
+
+        return 128 + (self.signum or signal.SIGINT)
 
 
 def _use_compilation_cache() -> None:
@@ -239,16 +288,24 @@ def train(
         int | None, Opt(help="Random seed: weights, batch order, augmentation, dropout. [default: 0]")
     ] = None,
     limit: Annotated[int | None, Opt(help="Train on the first N images only (quick trials, smoke tests).")] = None,
-    out_dir: Annotated[Path, Opt("--out", help="Run directory to write.")] = Path("runs/default"),
+    out_dir: Annotated[Path | None, Opt("--out", help="Run directory to write. [default: runs/default]")] = None,
+    resume: Annotated[
+        Path | None, Opt(help="Continue the interrupted training of this run from its last checkpoint.")
+    ] = None,
+    restart: Annotated[bool, Opt("--restart", help="Discard an interrupted training in --out and start over.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Train a model (default: the tutorial's), evaluate it on the test set, and save the run with its report."""
+    """Train a model (default: the tutorial's), evaluate it on the test set, and save the run with its report.
+
+    A training checkpoints at every epoch end: after a crash or kill, `fmnist train --resume RUN` continues it to the same result. Ctrl-C (or SIGTERM) stops at the next checkpoint.
+    """  # noqa: E501 (one paragraph: Typer keeps line breaks)
     started = time.perf_counter()
     import dataclasses
 
     from fmnist import recipes, report
+    from fmnist import train as train_mod
+    from fmnist.errors import RunError
     from fmnist.train import TrainConfig
-    from fmnist.train import train as train_job
 
     base = recipes.get(recipe).config if recipe else TrainConfig()
     spec_fields = {
@@ -266,22 +323,53 @@ def train(
         "data_dir": str(data_dir) if data_dir else None,
     }  # fmt: skip
     typed = {k: v for k, v in fields.items() if v is not None}
-    if epochs is not None or steps is not None:
-        typed.setdefault("time_budget", None)  # an explicit length replaces a recipe's time budget
-    if limit is not None and time_budget is None and base.time_budget is not None:
-        typed["time_budget"] = None  # --limit is a quick trial: one pass over N images, not the recipe's minutes
-        typed.setdefault("epochs", 1)
-    spec = dataclasses.replace(base.model, **{k: v for k, v in spec_fields.items() if v is not None})
-    config = dataclasses.replace(base, model=spec, **typed)
-    dataset = _load(data_dir)
+    if resume is not None:
+        given = [k for k, v in {"recipe": recipe, **spec_fields, **typed}.items() if v is not None and k != "data_dir"]
+        if given or restart or (out_dir is not None and out_dir != resume):
+            raise FmnistError(
+                f"--resume continues {resume} with the settings it was started with: give it no other training "
+                f"flags (got {', '.join(given) or '--restart/--out'})."
+            )
+        status = train_mod.resume_status(resume)
+        if status == "finished":
+            out.print(f"{resume} is finished: nothing to resume (its report: {resume / 'report.html'}).")
+            return
+        if status == "none":
+            raise RunError(
+                f"{resume} has no interrupted training to resume: start one with `fmnist train --out {resume}`."
+            )
+        config, out_dir = train_mod.resume_config(resume), resume
+    else:
+        if epochs is not None or steps is not None:
+            typed.setdefault("time_budget", None)  # an explicit length replaces a recipe's time budget
+        if limit is not None and time_budget is None and base.time_budget is not None:
+            typed["time_budget"] = None  # --limit is a quick trial: one pass over N images, not the recipe's minutes
+            typed.setdefault("epochs", 1)
+        spec = dataclasses.replace(base.model, **{k: v for k, v in spec_fields.items() if v is not None})
+        config = dataclasses.replace(base, model=spec, **typed)
+        out_dir = out_dir or Path("runs/default")
+    dataset = _load(data_dir or (Path(config.data_dir) if config.data_dir else None))
     _use_compilation_cache()
     length = (
         f"a {config.time_budget:.0f} s budget" if config.time_budget and config.steps is None
         else f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
     )  # fmt: skip
     named = f"recipe {config.recipe}: " if config.recipe else ""
-    out.print(f"training {named}{spec.describe()} for {length}, batch {config.batch_size}, seed {config.seed}")
-    result = train_job(config, out_dir, callbacks=[_progress_callback()], dataset=dataset, started=started)
+    doing = f"resuming {out_dir}: " if resume is not None else "training "
+    out.print(f"{doing}{named}{config.model.describe()} for {length}, batch {config.batch_size}, seed {config.seed}")
+    job = {"callbacks": [_progress_callback()], "dataset": dataset, "started": started}
+    with _StopOnSignals() as stop:
+        try:
+            if resume is not None:
+                result = train_mod.resume(resume, should_stop=stop, **job)
+            else:
+                result = train_mod.train(config, out_dir, restart=restart, should_stop=stop, **job)
+        except Interrupted as e:
+            err.print(f"interrupted: {e}")
+            raise typer.Exit(stop.exit_code) from None
+    if stop():  # the signal came after the last step: the run is saved, only its report is left
+        err.print(f"interrupted: the run is complete in {out_dir}; write its report with `fmnist report {out_dir}`.")
+        raise typer.Exit(stop.exit_code)
     m = result.metrics
     views = f" ({' + '.join(m['views'])} views; one view {m['accuracy_single_view']:.4f})" if "views" in m else ""
     out.print(
@@ -407,14 +495,25 @@ def runs_cmd(
     if not rows:
         out.print(f"no runs under {root}: train one with `fmnist train --out {root}/NAME`.")
         return
+    flagged = [r for r in rows if r["status"] != "ok"]
     table = Table(
         *(Column(h, no_wrap=True) for h in ("name", "date", "model")),
         *(Column(h, justify="right", no_wrap=True) for h in ("epochs", "test accuracy", "train time")),
+        *(["status"] if flagged else []),
     )  # fmt: skip
     for r in rows:
-        seconds = f"{r['train_seconds']:.1f} s" if r["train_seconds"] is not None else "–"
-        table.add_row(r["name"], r["created"] or "–", r["model"], _num(r["epochs"]), _num(r["accuracy"]), seconds)
+        seconds = f"{r['train_seconds']:.1f} s" if isinstance(r["train_seconds"], int | float) else "–"
+        cells = [r["name"], r["created"] or "–", str(r["model"]), _num(r["epochs"]), _num(r["accuracy"]), seconds]
+        if flagged:
+            cells.append({"ok": "", "interrupted": "[yellow]interrupted[/]"}.get(r["status"], "[red]damaged[/]"))
+        table.add_row(*cells)
     out.print(table)
+    for r in flagged:  # below the table, where a narrow terminal cannot cut them off
+        interrupted = r["status"] == "interrupted"
+        what = f"interrupted: continue it with `fmnist train --resume {r['path']}`" if interrupted else r["status"]
+        out.print(f"{r['path']}: {what}")
+    if any(r["status"].startswith("damaged") for r in flagged):
+        out.print("`fmnist evaluate RUN` re-creates a missing metrics.json; a damaged model or config needs a retrain.")
 
 
 @app.command()
@@ -467,6 +566,9 @@ class _TrialsBar:
         self.bar.update(self.task, total=p.work_total, completed=p.work_done, trials=f"{p.done}/{p.total}", left=text)
 
 
+TRIALS_DIR = ".trials"  # under an experiment's --out: trials finished so far (an interrupted run continues)
+
+
 @app.command()
 def experiment(
     name: Annotated[
@@ -483,8 +585,11 @@ def experiment(
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions."""
-    from fmnist import experiment_report
+    """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions.
+
+    Finished trials are kept (in OUT/.trials) until the report is written: after a kill, the same command runs only the missing ones and writes the same report.
+    """  # noqa: E501 (one paragraph: Typer keeps line breaks)
+    from fmnist import experiment_report, runs
     from fmnist import experiments as ex
 
     names = ex.resolve_names(name)
@@ -501,12 +606,14 @@ def experiment(
         if value is not None and not (flag == "--epochs-scale" and value == 1.0)
     )
     bar = _TrialsBar(f"experiment {name}", workers)
+    store = runs.ResultStore(target / TRIALS_DIR)  # finished trials, kept until the report is written
     with bar.bar:
         results = ex.run_experiments(
             names, seeds, workers=workers, epochs_scale=epochs_scale, limit=limit, progress=bar,
-            dataset=dataset if workers == 0 else None, data_dir=str(data_dir) if data_dir else None,
+            dataset=dataset if workers == 0 else None, data_dir=str(data_dir) if data_dir else None, store=store,
         )  # fmt: skip
     paths = experiment_report.write_reports(results, target, command=command)
+    store.clear()
     table = Table("experiment", "verdict", "measured answer", show_lines=True)
     colors = {"agrees": "green", "partly agrees": "yellow", "disagrees": "red"}
     for r in results.experiments:
@@ -516,6 +623,7 @@ def experiment(
     out.print(
         f"{results.trials} trainings/checks in {results.wall_seconds:.0f} s ({results.wall_seconds / 60:.1f} min) "
         f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
+        + (f"; {results.kept} kept from an interrupted run" if results.kept else "")
     )
     out.print(f"wrote [bold]{paths['markdown']}[/], {paths['html']} and {paths['results']}")
 

@@ -22,6 +22,10 @@ Callbacks are honoured at epoch granularity (on_train_begin / on_epoch_begin /
 on_epoch_end / on_train_end, ``model.stop_training``) and ``on_train_batch_end`` is
 called at the end of each compiled chunk with the running loss and accuracy, which is
 what progress bars and TerminateOnNaN need.
+
+A fit can be continued exactly: ``checkpoint`` receives a ``FitState`` (variables, the
+batch-order generator, position, history, callback state) at every chunk boundary, and
+``resume_from`` continues from one; fmnist.runs writes and reads them as files.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -466,6 +471,8 @@ def fit(
     augment: Callable | None = None,
     max_steps: int | None = None,
     chunk_steps: int | None = None,
+    checkpoint: Callable[[FitState], None] | None = None,
+    resume_from: FitState | None = None,
     **unsupported,
 ) -> keras.callbacks.History:
     """Train a compiled Keras model as ``model.fit(x, y, ...)`` would; returns the same History.
@@ -488,6 +495,12 @@ def fit(
     ends training after that many optimizer steps in all (the last epoch may be partial).
     ``chunk_steps`` overrides how many steps one compiled program runs (default:
     ``default_chunk_steps``).
+
+    ``checkpoint(state)`` is called after every compiled chunk and at every epoch end
+    (``state.at_epoch_end``) with a ``FitState``; it may save it (``runs.save_checkpoint``)
+    or raise to stop training there. ``resume_from`` (a ``FitState``) continues a fit of
+    the same model, data and arguments from that point: the final weights and history are
+    those of the fit never interrupted, bit for bit on the CPU.
     """
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     _check_fit_arguments(batch_size, epochs, verbose, initial_epoch, validation_freq, max_steps, unsupported)
@@ -510,30 +523,56 @@ def fit(
         optimizer.build(model.trainable_variables)
     n = len(x)
     steps = -(-n // batch_size)
+    if chunk_steps is None and resume_from is not None:
+        chunk_steps = resume_from.plan.get("chunk_steps")  # the chunking it was trained with
     chunk_steps = min(chunk_steps or default_chunk_steps(model), steps)
     chunk, program = _make_chunk(_make_train_step(model, loss_fn, augment), chunk_steps), None
     rng = np.random.default_rng(seed)
-    key = jax.random.PRNGKey(int(rng.integers(2**31)))  # augmentation draws: fold_in(key, step number)
+    augment_seed = int(rng.integers(2**31)) if resume_from is None else resume_from.augment_seed
+    key = jax.random.PRNGKey(augment_seed)  # augmentation draws: fold_in(key, step number)
     x_dev, y_dev = jax.device_put(x), jax.device_put(y)  # resident for the whole fit
     cbs = keras.callbacks.CallbackList(
         list(callbacks or ()), add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose,
         epochs=epochs, steps=steps,
     )  # fmt: skip
+    history = next(cb for cb in cbs.callbacks if isinstance(cb, keras.callbacks.History))
+    stateful = [cb for cb in callbacks or () if _has_state(cb)]  # progress bars and the like may differ on resume
+    plan = {"n": n, "batch_size": batch_size, "chunk_steps": chunk_steps, "shuffle": bool(shuffle),
+            "callbacks": [type(cb).__name__ for cb in stateful]}  # fmt: skip
     model.stop_training = False
     logs: dict[str, float] = {}
-    done_steps = 0
+    start_epoch, start_chunk, done_steps, epoch_base, running = initial_epoch, 0, 0, 0, (0.0, 0.0, 0.0)
     cbs.on_train_begin()
-    for epoch in range(initial_epoch, epochs):
-        if max_steps is not None and done_steps >= max_steps:
+    if resume_from is not None:  # after on_train_begin, which resets callbacks' state
+        _restore(model, history, stateful, resume_from, plan)
+        rng.bit_generator.state = resume_from.rng
+        start_epoch, start_chunk, done_steps = resume_from.epoch, resume_from.chunk, resume_from.steps
+        epoch_base, running = resume_from.epoch_start_steps, resume_from.running
+
+    def fit_state(epoch, c, base, sums, epoch_rng, variables, at_epoch_end):
+        return FitState(
+            epoch=epoch, chunk=c, steps=done_steps, epoch_start_steps=base, running=sums, rng=epoch_rng,
+            augment_seed=augment_seed, variables=variables, history={k: list(v) for k, v in history.history.items()},
+            callbacks=[callback_state(cb) for cb in stateful], stopped=bool(model.stop_training),
+            at_epoch_end=at_epoch_end, plan=plan,
+        )  # fmt: skip
+
+    for epoch in range(start_epoch, epochs):
+        if model.stop_training or (max_steps is not None and done_steps >= max_steps):
             break
         cbs.on_epoch_begin(epoch)
         # Read the state at every epoch start: callbacks may have changed weights or the learning rate.
         state = model_state(model)
+        epoch_rng = rng.bit_generator.state  # before the permutation: a resumed epoch draws the same one
         idx, w, count = _epoch_plan(rng.permutation(n) if shuffle else np.arange(n), batch_size, chunk_steps, sw)
-        epoch_steps = steps if max_steps is None else min(steps, max_steps - done_steps)
+        base = epoch_base if epoch == start_epoch else done_steps  # steps run before this epoch
+        epoch_steps = steps if max_steps is None else min(steps, max_steps - base)
         program = program or _compiled(chunk, state, x_dev, y_dev, idx[0], w[0], count[0], chunk_steps, 0, key)
-        loss_sum, correct, seen = 0.0, 0.0, 0.0
-        for c in range(-(-epoch_steps // chunk_steps)):
+        first = start_chunk if epoch == start_epoch else 0
+        loss_sum, correct, seen = running if epoch == start_epoch else (0.0, 0.0, 0.0)
+        if seen:
+            logs = _running(loss_sum, correct, seen)
+        for c in range(first, -(-epoch_steps // chunk_steps)):
             n_steps = min(chunk_steps, epoch_steps - c * chunk_steps)
             state, chunk_loss, chunk_correct = program(
                 state, x_dev, y_dev, idx[c], w[c], count[c], n_steps, done_steps, key
@@ -545,17 +584,21 @@ def fit(
             cbs.on_train_batch_end(c * chunk_steps + n_steps - 1, logs)
             if model.stop_training:  # set by a batch-level callback (TerminateOnNaN): end the epoch here
                 break
+            if checkpoint is not None:
+                checkpoint(fit_state(epoch, c + 1, base, (loss_sum, correct, seen), epoch_rng, state, False))
         _write_back(model, state)
         if held_out is not None and _validates(epoch, validation_freq):
             vx, vy, vw = held_out
             vprobs = _predict_with(model, state[0], state[1], vx)[0]
             logs |= {f"val_{k}": v for k, v in loss_and_accuracy(model, vprobs, vy, vw).items()}
         cbs.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
+        if checkpoint is not None:  # callbacks may have changed the weights: read them again
+            variables, next_rng = model_state(model), rng.bit_generator.state
+            checkpoint(fit_state(epoch + 1, 0, done_steps, (0.0, 0.0, 0.0), next_rng, variables, True))
     optimizer.finalize_variable_values(model.trainable_variables)
     cbs.on_train_end(logs)
-    return model.history
+    model.history = history
+    return history
 
 
 def _running(loss_sum, correct, seen) -> dict[str, float]:
@@ -580,6 +623,98 @@ def _write_back(model: keras.Model, state) -> None:
         var.assign(value)
     for var, value in zip(model.optimizer.variables, ov, strict=True):
         var.assign(value)
+
+
+# --------------------------------------------------------------------------- checkpoints
+@dataclass
+class FitState:
+    """Everything ``fit`` needs to continue a training exactly where it stopped.
+
+    Positions are at chunk boundaries: ``chunk`` compiled chunks of epoch ``epoch`` are done
+    (at an epoch end: ``epoch`` is the next epoch and ``chunk`` 0). ``rng`` is the batch-order
+    generator as it was when that epoch began, so a resumed epoch redraws the same permutation.
+    """
+
+    epoch: int  # the epoch in progress (0-based)
+    chunk: int  # its compiled chunks already run
+    steps: int  # optimizer steps run in all
+    epoch_start_steps: int  # optimizer steps run before this epoch began
+    running: tuple[float, float, int]  # this epoch so far: summed loss, correct images, images seen
+    rng: dict  # numpy bit-generator state at the start of ``epoch``
+    augment_seed: int  # augmentation key: step i draws with fold_in(PRNGKey(augment_seed), i)
+    variables: tuple[list, list, list]  # trainable, non-trainable and optimizer variables (model_state)
+    history: dict[str, list[float]]  # the History so far (finished epochs)
+    callbacks: list[dict]  # callback_state() of each callback given to fit that has one, in order
+    stopped: bool  # a callback ended training (early stopping, a stop threshold)
+    at_epoch_end: bool  # taken after an epoch's callbacks ran (else after a chunk, inside an epoch)
+    plan: dict  # images, batch size, chunk steps, shuffle, callbacks: a state continues only the same fit
+
+    def to_tree(self) -> dict:
+        """Plain dicts, lists, numbers and numpy arrays (what fmnist.runs stores)."""
+        tree = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        tree["variables"] = {
+            k: [np.asarray(v) for v in vs] for k, vs in zip(_VARIABLE_KINDS, self.variables, strict=True)
+        }
+        tree["running"] = list(self.running)
+        return tree
+
+    @classmethod
+    def from_tree(cls, tree: dict) -> FitState:
+        tree = dict(tree)
+        tree["variables"] = tuple(list(tree["variables"][k]) for k in _VARIABLE_KINDS)
+        tree["running"] = tuple(tree["running"])
+        return cls(**tree)
+
+
+_VARIABLE_KINDS = ("trainable", "non_trainable", "optimizer")
+# Keras' own callbacks whose state decides what happens later in a fit. Callbacks of fmnist's
+# own (and a user's) carry theirs with state_dict() / load_state_dict(), as in PyTorch Lightning.
+_KERAS_CALLBACK_STATE = {
+    keras.callbacks.EarlyStopping: ("wait", "stopped_epoch", "best", "best_weights", "best_epoch"),
+}
+
+
+def _has_state(callback: keras.callbacks.Callback) -> bool:
+    return hasattr(callback, "state_dict") or isinstance(callback, tuple(_KERAS_CALLBACK_STATE))
+
+
+def callback_state(callback: keras.callbacks.Callback) -> dict | None:
+    """What a callback must remember to behave the same in a resumed fit (None: nothing)."""
+    if hasattr(callback, "state_dict"):
+        return callback.state_dict()
+    for cls, names in _KERAS_CALLBACK_STATE.items():
+        if isinstance(callback, cls):
+            return {name: getattr(callback, name) for name in names}
+    return None
+
+
+def _restore(model, history, callbacks, state: FitState, plan: dict) -> None:
+    """Put a FitState back: variables, History, callbacks' state; a state of another fit is a ModelError."""
+    different = {k: (state.plan.get(k), v) for k, v in plan.items() if state.plan.get(k) != v}
+    if different:
+        detail = ", ".join(f"{k} {old} then, {new} now" for k, (old, new) in different.items())
+        raise ModelError(f"the checkpoint is of another fit ({detail}): resume with the same data and arguments.")
+    try:
+        shapes = [tuple(np.shape(v)) for v in (*state.variables[0], *state.variables[1], *state.variables[2])]
+        expected = [tuple(v.shape) for v in (*model.trainable_variables, *model.non_trainable_variables)]
+        expected += [tuple(v.shape) for v in model.optimizer.variables]
+        if shapes != expected:
+            raise ValueError
+        _write_back(model, state.variables)
+    except ValueError as e:
+        raise ModelError("the checkpoint holds another model's or optimizer's variables: resume the same model.") from e
+    history.history = {k: list(v) for k, v in state.history.items()}
+    history.epoch = list(range(len(next(iter(state.history.values()), []))))
+    model.history = history
+    for cb, cb_state in zip(callbacks, state.callbacks, strict=True):
+        if cb_state is None:
+            continue
+        if hasattr(cb, "load_state_dict"):
+            cb.load_state_dict(cb_state)
+        else:
+            for name, value in cb_state.items():
+                setattr(cb, name, value)
+    model.stop_training = state.stopped
 
 
 # --------------------------------------------------------------------------- evaluate

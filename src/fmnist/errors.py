@@ -26,3 +26,14 @@ class ImageError(FmnistError):
 
 class ImageTooLargeError(ImageError):
     """An image has more pixels than the limit allows (a guard against decompression bombs)."""
+
+
+class CheckpointError(RunError):
+    """A training checkpoint cannot be read (truncated, corrupted, of another version)."""
+
+
+class Interrupted(FmnistError):
+    """Training stopped on request (Ctrl-C, SIGTERM) after writing a checkpoint: not a failure.
+
+    The message says how to continue; the CLI exits 130 (SIGINT) or 143 (SIGTERM).
+    """

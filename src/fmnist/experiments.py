@@ -28,6 +28,9 @@ How trials run, and why:
   faster on the 2-core machine. Workers are spawned, so a script that calls run_experiments
   with workers needs the usual ``if __name__ == "__main__":`` guard.
 - The library reports progress through a callback; only the CLI prints.
+- Finished trials are kept as they finish (``store``, a runs.ResultStore keyed by the trial's
+  full config, seed and fmnist's version): after a kill, the same command runs only the
+  trials still missing and writes the same report.
 """
 
 from __future__ import annotations
@@ -657,30 +660,43 @@ def run_trials(
     dataset: tuple | None = None,
     data_dir: str | None = None,
     xla_flags: str | None = None,
+    store=None,
 ) -> list[dict]:
     """Run every trial; ``workers=0`` runs them in this process, otherwise in that many spawned processes.
 
     ``xla_flags`` (added to each worker's XLA_FLAGS) defaults to single-threaded XLA when there are
     several workers and to XLA's own threading for one (benchmarks/experiment_workers.py compares them).
+    ``store`` (a runs.ResultStore) keeps each result as it finishes; trials found there are not run again.
     """
     results: list[dict | None] = [None] * len(trials)
     work_total = sum(t.cost for t in trials)
     done, work_done = 0, 0.0
 
-    def finished(i: int, result: dict) -> None:
+    def finished(i: int, result: dict, kept: bool = False) -> None:
         nonlocal done, work_done
+        if store is not None and not kept:
+            store.put(trial_key(trials[i]), result)
         results[i], done, work_done = result, done + 1, work_done + trials[i].cost
         if progress:
             progress(Progress(done, len(trials), work_done, work_total, _describe_trial(trials[i])))
 
     if progress:
         progress(Progress(0, len(trials), 0.0, work_total))
+    todo = []
+    for i, trial in enumerate(trials):
+        kept = store.get(trial_key(trial)) if store is not None else None
+        if kept is not None:
+            finished(i, kept, kept=True)
+        else:
+            todo.append(i)
+    if not todo:
+        return results
     if workers <= 0:
         from fmnist import data
 
         dataset = dataset or data.load_data(data_dir)
-        for i, trial in enumerate(trials):
-            finished(i, run_trial(trial, dataset))
+        for i in todo:
+            finished(i, run_trial(trials[i], dataset))
         return results
     flags = xla_flags if xla_flags is not None else SINGLE_THREAD_XLA if workers > 1 else ""
     pool = cf.ProcessPoolExecutor(
@@ -690,7 +706,7 @@ def run_trials(
         initargs=(flags, dataset, data_dir),
     )
     try:
-        futures = {pool.submit(_run_in_worker, trial): i for i, trial in enumerate(trials)}
+        futures = {pool.submit(_run_in_worker, trials[i]): i for i in todo}
         for future in cf.as_completed(futures):
             finished(futures[future], future.result())
     except cf.process.BrokenProcessPool as e:
@@ -698,6 +714,14 @@ def run_trials(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return results
+
+
+def trial_key(trial: Trial) -> dict:
+    """What decides a trial's result, as JSON: its full config (seed included), snapshots, kind, fmnist version."""
+    from fmnist import __version__
+
+    return {"config": trial.config.to_dict(), "test_at": list(trial.test_at), "check_only": trial.check_only,
+            "fmnist": __version__}  # fmt: skip
 
 
 def _describe_trial(trial: Trial) -> str:
@@ -768,6 +792,7 @@ class Results:
     epochs_scale: float = 1.0
     limit: int | None = None
     started: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    kept: int = 0  # trials taken from the store (finished before an interruption), not run again
 
 
 def run_experiments(
@@ -780,8 +805,13 @@ def run_experiments(
     progress: Callable[[Progress], None] | None = None,
     dataset: tuple | None = None,
     data_dir: str | None = None,
+    store=None,
 ) -> Results:
-    """Run the named experiments (see EXPERIMENT_NAMES), every variant once per seed, and conclude each."""
+    """Run the named experiments (see EXPERIMENT_NAMES), every variant once per seed, and conclude each.
+
+    ``store`` (a runs.ResultStore): finished trials are kept there as they finish and taken from
+    there on a rerun, so an interrupted job continues (see run_trials).
+    """
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds:
         raise FmnistError("at least one seed is needed (--seeds 1 or more).")
@@ -790,7 +820,8 @@ def run_experiments(
     workers = DEFAULT_WORKERS if workers is None else workers
     start = time.perf_counter()
     trials, where = plan(experiments, seeds)
-    outcomes = run_trials(trials, workers, progress, dataset, data_dir)
+    kept = sum(store.get(trial_key(t)) is not None for t in trials) if store is not None else 0
+    outcomes = run_trials(trials, workers, progress, dataset, data_dir, store=store)
     results = []
     for exp in experiments:
         records = {
@@ -803,4 +834,5 @@ def run_experiments(
         if exp.baseline:
             _against_baseline(records, exp.baseline)
         results.append(ExperimentResult(exp, records, exp.conclude(records)))
-    return Results(results, seeds, workers, len(trials), time.perf_counter() - start, epochs_scale, limit)
+    wall = time.perf_counter() - start
+    return Results(results, seeds, workers, len(trials), wall, epochs_scale, limit, kept=kept)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fmnist import data, runs
-from fmnist.errors import RunError
+from fmnist.errors import FmnistError, RunError
 
 FIGURES = (  # file stem in figures/, heading in the report, caption
     ("confusion_matrix", "Confusion matrix", "Rows: true class, columns: predicted class."),
@@ -63,9 +63,9 @@ def write_run_report(run_dir: Path, model=None, dataset: tuple | None = None, ev
     from fmnist import engine, plots  # JAX/Keras and matplotlib: only when a report is made
 
     run_dir = Path(run_dir)
-    config = runs.read_json(run_dir / runs.CONFIG_FILE)
+    config = runs.read_object(run_dir / runs.CONFIG_FILE)
     history_path = run_dir / runs.HISTORY_FILE
-    history = runs.read_json(history_path) if history_path.is_file() else {}
+    history = runs.read_object(history_path) if history_path.is_file() else {}
     model = model if model is not None else runs.load_model(run_dir)
     _, (x_test, y_test) = dataset or data.load_data(config.get("data_dir"))
     views = runs.eval_views(run_dir)
@@ -233,14 +233,14 @@ def _when(created: str | None) -> str | None:
         return None
     try:
         return dt.datetime.fromisoformat(created).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
+    except (TypeError, ValueError):
         return created
 
 
 def summarize_config(config: dict) -> dict:
     """The headline facts of a run's config.json: model, epochs, parameters, creation time, training time."""
     return {
-        "model": config.get("model_description") or _describe(config.get("model")),
+        "model": config.get("model_description") or (_describe(config["model"]) if "model" in config else "?"),
         "epochs": config.get("epochs_run", config.get("epochs")),
         "params": config.get("params"),
         "created": _when(config.get("created")),
@@ -249,19 +249,42 @@ def summarize_config(config: dict) -> dict:
 
 
 def run_summary(run_dir: Path) -> dict:
-    """One row of `fmnist runs`: name, date, model, epochs, test accuracy and loss, training time."""
+    """One row of `fmnist runs`: name, date, model, epochs, test accuracy and loss, training time.
+
+    ``status``: 'ok', 'damaged: <what>' (the rest of the row is what could still be read) or,
+    for a run whose training was interrupted, 'interrupted'.
+    """
     run_dir = Path(run_dir)
-    config = runs.read_json(run_dir / runs.CONFIG_FILE)
-    metrics_path = run_dir / runs.METRICS_FILE
-    metrics = runs.read_json(metrics_path) if metrics_path.is_file() else {}
+    problems = runs.run_problems(run_dir)
+    try:
+        config = runs.read_object(run_dir / runs.CONFIG_FILE)
+    except FmnistError:
+        config = {}
+    try:
+        metrics = runs.read_object(run_dir / runs.METRICS_FILE)
+    except FmnistError:
+        metrics = {}
     return {"name": run_dir.name, "path": str(run_dir), **summarize_config(config), "created_at": config.get("created"),
-            "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss")}  # fmt: skip
+            "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
+            "status": f"damaged: {', '.join(problems)}" if problems else "ok"}  # fmt: skip
 
 
 def list_runs(root: Path = runs.DEFAULT_ROOT) -> list[dict]:
-    """Summaries of the runs under ``root``, newest first (by creation time, else file time)."""
+    """Summaries of the runs under ``root``, newest first (by creation time, else file time).
+
+    A damaged run is listed with its status rather than failing the list; interrupted trainings
+    (``runs.iter_interrupted``) come last, with status 'interrupted'.
+    """
     rows = [run_summary(p) for p in runs.iter_runs(root)]  # already newest first by file time
-    return sorted(rows, key=lambda r: r["created_at"] or "", reverse=True)  # stable: ties keep file-time order
+    rows.sort(key=lambda r: r["created_at"] or "", reverse=True)  # stable: ties keep file-time order
+    for run in runs.iter_interrupted(root):
+        try:
+            config = runs.read_object(runs.partial_dir(run) / runs.CONFIG_FILE)
+        except FmnistError:
+            config = {}
+        rows.append({"name": run.name, "path": str(run), **summarize_config(config), "epochs": None,
+                     "created_at": None, "accuracy": None, "loss": None, "status": "interrupted"})  # fmt: skip
+    return rows
 
 
 def compare_runs(run_dirs: Sequence[Path]) -> dict:
@@ -279,17 +302,19 @@ def compare_runs(run_dirs: Sequence[Path]) -> dict:
                 f"{d} is not a run directory (no {runs.CONFIG_FILE}): see `fmnist runs` for the runs there are."
             )
         configs.append(
-            _flatten({k: v for k, v in runs.read_json(d / runs.CONFIG_FILE).items() if k not in CONFIG_HIDDEN})
+            _flatten({k: v for k, v in runs.read_object(d / runs.CONFIG_FILE).items() if k not in CONFIG_HIDDEN})
         )
         mp = d / runs.METRICS_FILE
-        metrics.append(runs.read_json(mp) if mp.is_file() else {})
+        if not mp.is_file():
+            raise RunError(f"{d} has no {runs.METRICS_FILE}: re-create it with `fmnist evaluate {d}`.")
+        metrics.append(runs.read_object(mp))
     rows = []
     keys = list(dict.fromkeys(k for c in configs for k in c))
     for k in keys:
         values = [c.get(k) for c in configs]
         if k not in ("train_seconds", "epochs_run", "params") and any(v != values[0] for v in values):
             rows.append(("config", k, values))
-    summaries = [summarize_config(runs.read_json(Path(d) / runs.CONFIG_FILE)) for d in run_dirs]
+    summaries = [summarize_config(runs.read_object(Path(d) / runs.CONFIG_FILE)) for d in run_dirs]
     rows.append(("result", "model", [s["model"] for s in summaries]))
     rows.append(("result", "params", [s["params"] for s in summaries]))
     rows.append(("result", "epochs run", [s["epochs"] for s in summaries]))

@@ -639,7 +639,7 @@ class FitState:
     chunk: int  # its compiled chunks already run
     steps: int  # optimizer steps run in all
     epoch_start_steps: int  # optimizer steps run before this epoch began
-    running: tuple[float, float, int]  # this epoch so far: summed loss, correct images, images seen
+    running: tuple[float, float, float]  # this epoch so far: summed loss, correct images, images seen
     rng: dict  # numpy bit-generator state at the start of ``epoch``
     augment_seed: int  # augmentation key: step i draws with fold_in(PRNGKey(augment_seed), i)
     variables: tuple[list, list, list]  # trainable, non-trainable and optimizer variables (model_state)

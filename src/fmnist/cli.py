@@ -239,6 +239,14 @@ def train(
         int | None, Opt(help="Random seed: weights, batch order, augmentation, dropout. [default: 0]")
     ] = None,
     limit: Annotated[int | None, Opt(help="Train on the first N images only (quick trials, smoke tests).")] = None,
+    devices: Annotated[
+        int | None,
+        Opt(
+            min=1,
+            help="Split each batch over N devices of this process (data-parallel, same result; a CPU simulates "
+            "N devices). Several processes: KERAS_DISTRIBUTION_* variables, README 'Scaling out'. [default: 1]",
+        ),
+    ] = None,
     out_dir: Annotated[Path, Opt("--out", help="Run directory to write.")] = Path("runs/default"),
     data_dir: DataDir = None,
 ) -> None:
@@ -246,7 +254,7 @@ def train(
     started = time.perf_counter()
     import dataclasses
 
-    from fmnist import recipes, report
+    from fmnist import parallel, recipes, report
     from fmnist.train import TrainConfig
     from fmnist.train import train as train_job
 
@@ -262,7 +270,7 @@ def train(
         "eval_views": tuple(eval_views) if eval_views else None, "steps": steps,
         "time_budget": parse_duration(time_budget) if time_budget is not None else None,
         "validation_split": validation_split, "stop_at_loss": stop_at_loss, "stop_at_accuracy": stop_at_accuracy,
-        "early_stopping": early_stopping, "seed": seed, "train_limit": limit,
+        "early_stopping": early_stopping, "seed": seed, "train_limit": limit, "devices": devices,
         "data_dir": str(data_dir) if data_dir else None,
     }  # fmt: skip
     typed = {k: v for k, v in fields.items() if v is not None}
@@ -273,6 +281,7 @@ def train(
         typed.setdefault("epochs", 1)
     spec = dataclasses.replace(base.model, **{k: v for k, v in spec_fields.items() if v is not None})
     config = dataclasses.replace(base, model=spec, **typed)
+    parallel.setup(config.devices)  # before any JAX computation: devices, and joining a multi-process job
     dataset = _load(data_dir)
     _use_compilation_cache()
     length = (
@@ -280,8 +289,15 @@ def train(
         else f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
     )  # fmt: skip
     named = f"recipe {config.recipe}: " if config.recipe else ""
-    out.print(f"training {named}{spec.describe()} for {length}, batch {config.batch_size}, seed {config.seed}")
+    rank = parallel.process_index()
+    where = f" on {config.devices} devices" if config.devices > 1 else ""
+    if parallel.multi_process():
+        where = f"{where or ' on 1 device'} of process {rank} (of {parallel.process_count()})"
+    out.print(f"training {named}{spec.describe()} for {length}, batch {config.batch_size}, seed {config.seed}{where}")
     result = train_job(config, out_dir, callbacks=[_progress_callback()], dataset=dataset, started=started)
+    if rank != 0:
+        out.print(f"process {rank} done: process 0 writes the run in {out_dir}")
+        return
     m = result.metrics
     views = f" ({' + '.join(m['views'])} views; one view {m['accuracy_single_view']:.4f})" if "views" in m else ""
     out.print(

@@ -16,6 +16,7 @@ all-reduce over gloo (TCP).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from fmnist.errors import DistributionError
@@ -29,7 +30,10 @@ CPU_COLLECTIVES = "gloo"  # cross-process all-reduce on CPUs (JAX's other choice
 
 def multi_process() -> bool:
     """Whether Keras' environment variables describe a job of more than one process."""
-    return int(os.environ.get(ENV_PROCESSES, "1") or 1) > 1
+    value = os.environ.get(ENV_PROCESSES, "").strip() or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise DistributionError(f"{ENV_PROCESSES}={value!r}: give the number of processes in the job (1, 2, …).")
+    return int(value) > 1
 
 
 def setup(devices: int = 1) -> None:
@@ -43,14 +47,13 @@ def setup(devices: int = 1) -> None:
 
     if devices < 1:
         raise DistributionError(f"--devices {devices}: give a number of devices of at least 1.")
-    try:
-        if devices > 1 and ENV_CPU_DEVICES not in os.environ:
+    if devices > 1 and ENV_CPU_DEVICES not in os.environ:
+        # JAX already started in this process (a notebook, a test) keeps what it has: data_parallel()
+        # says what to do if that is too few.
+        with contextlib.suppress(RuntimeError):
             jax.config.update("jax_num_cpu_devices", devices)
-        if multi_process():
-            jax.config.update("jax_cpu_collectives_implementation", CPU_COLLECTIVES)
-    except RuntimeError as e:  # JAX's backends already started in this process
-        raise DistributionError(f"set up the devices before any JAX computation in this process: {e}") from e
-    if multi_process():
+    if multi_process() and not jax.distributed.is_initialized():
+        jax.config.update("jax_cpu_collectives_implementation", CPU_COLLECTIVES)
         _join()
 
 

@@ -23,7 +23,10 @@ With a ``keras.distribution.DataParallel`` (passed as ``distribution=`` or set g
 optimizer state replicated over the device mesh, each step's global batch split over the
 devices on its batch axis, and XLA all-reducing the gradients (and BatchNorm's batch
 statistics) inside the compiled chunk. The maths is the one-device maths: the same seed gives
-the same weights on any number of devices, to float rounding.
+the same weights on any number of devices, to float rounding (sums are reduced in another
+order). A conv net's max-pooling and ReLUs amplify rounding-size differences within tens of
+steps, as a nudge of one part in 10^7 to the initial weights does on one device
+(benchmarks/scaling.py), so long runs agree in accuracy rather than bit for bit.
 
 Callbacks are honoured at epoch granularity (on_train_begin / on_epoch_begin /
 on_epoch_end / on_train_end, ``model.stop_training``) and ``on_train_batch_end`` is

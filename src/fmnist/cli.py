@@ -288,6 +288,14 @@ def train(
         int | None, Opt(help="Random seed: weights, batch order, augmentation, dropout. [default: 0]")
     ] = None,
     limit: Annotated[int | None, Opt(help="Train on the first N images only (quick trials, smoke tests).")] = None,
+    devices: Annotated[
+        int | None,
+        Opt(
+            min=1,
+            help="Split each batch over N devices of this process (data-parallel, same result; a CPU simulates "
+            "N devices). Several processes: KERAS_DISTRIBUTION_* variables, README 'Scaling out'. [default: 1]",
+        ),
+    ] = None,
     out_dir: Annotated[Path | None, Opt("--out", help="Run directory to write. [default: runs/default]")] = None,
     resume: Annotated[
         Path | None, Opt(help="Continue the interrupted training of this run from its last checkpoint.")
@@ -302,7 +310,7 @@ def train(
     started = time.perf_counter()
     import dataclasses
 
-    from fmnist import recipes, report
+    from fmnist import parallel, recipes, report
     from fmnist import train as train_mod
     from fmnist.errors import RunError
     from fmnist.train import TrainConfig
@@ -319,7 +327,7 @@ def train(
         "eval_views": tuple(eval_views) if eval_views else None, "steps": steps,
         "time_budget": parse_duration(time_budget) if time_budget is not None else None,
         "validation_split": validation_split, "stop_at_loss": stop_at_loss, "stop_at_accuracy": stop_at_accuracy,
-        "early_stopping": early_stopping, "seed": seed, "train_limit": limit,
+        "early_stopping": early_stopping, "seed": seed, "train_limit": limit, "devices": devices,
         "data_dir": str(data_dir) if data_dir else None,
     }  # fmt: skip
     typed = {k: v for k, v in fields.items() if v is not None}
@@ -348,6 +356,7 @@ def train(
         spec = dataclasses.replace(base.model, **{k: v for k, v in spec_fields.items() if v is not None})
         config = dataclasses.replace(base, model=spec, **typed)
         out_dir = out_dir or Path("runs/default")
+    parallel.setup(config.devices)  # before any JAX computation: devices, and joining a multi-process job
     dataset = _load(data_dir or (Path(config.data_dir) if config.data_dir else None))
     _use_compilation_cache()
     length = (
@@ -355,8 +364,14 @@ def train(
         else f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
     )  # fmt: skip
     named = f"recipe {config.recipe}: " if config.recipe else ""
+    rank = parallel.process_index()
+    where = f" on {config.devices} devices" if config.devices > 1 else ""
+    if parallel.multi_process():
+        where = f"{where or ' on 1 device'} of process {rank} (of {parallel.process_count()})"
     doing = f"resuming {out_dir}: " if resume is not None else "training "
-    out.print(f"{doing}{named}{config.model.describe()} for {length}, batch {config.batch_size}, seed {config.seed}")
+    out.print(
+        f"{doing}{named}{config.model.describe()} for {length}, batch {config.batch_size}, seed {config.seed}{where}"
+    )
     job = {"callbacks": [_progress_callback()], "dataset": dataset, "started": started}
     with _StopOnSignals() as stop:
         try:
@@ -367,6 +382,9 @@ def train(
         except Interrupted as e:
             err.print(f"interrupted: {e}")
             raise typer.Exit(stop.exit_code) from None
+    if rank != 0:
+        out.print(f"process {rank} done: process 0 writes the run in {out_dir}")
+        return
     if stop():  # the signal came after the last step: the run is saved, only its report is left
         err.print(f"interrupted: the run is complete in {out_dir}; write its report with `fmnist report {out_dir}`.")
         raise typer.Exit(stop.exit_code)

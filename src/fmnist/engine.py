@@ -18,6 +18,16 @@ the program, keyed by the seed and the step number.
 ``Predictor``, the report and the experiments all call it; test-time views are averaged
 inside one compiled program.
 
+With a ``keras.distribution.DataParallel`` (passed as ``distribution=`` or set globally with
+``keras.distribution.set_distribution``) the same programs run data-parallel: weights and
+optimizer state replicated over the device mesh, each step's global batch split over the
+devices on its batch axis, and XLA all-reducing the gradients (and BatchNorm's batch
+statistics) inside the compiled chunk. The maths is the one-device maths: the same seed gives
+the same weights on any number of devices, to float rounding (sums are reduced in another
+order). A conv net's max-pooling and ReLUs amplify rounding-size differences within tens of
+steps, as a nudge of one part in 10^7 to the initial weights does on one device
+(benchmarks/scaling.py), so long runs agree in accuracy rather than bit for bit.
+
 Callbacks are honoured at epoch granularity (on_train_begin / on_epoch_begin /
 on_epoch_end / on_train_end, ``model.stop_training``) and ``on_train_batch_end`` is
 called at the end of each compiled chunk with the running loss and accuracy, which is
@@ -39,6 +49,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from fmnist import augment as augment_lib
 from fmnist import kernels, metrics
@@ -198,23 +209,27 @@ def _make_train_step(model, loss_fn, augment=None):
     return step
 
 
-def _make_chunk(step, chunk_steps: int):
+def _make_chunk(step, chunk_steps: int, out_sharding: NamedSharding | None = None):
     """One program: up to ``chunk_steps`` steps, step i on images ``x_all[idx[i]]`` weighted ``w[i]``,
-    ``count[i]`` of them real.
+    ``count[i]`` of them real. With ``idx`` None, ``x_all`` and ``y_all`` are the chunk's batches
+    already laid out ``[step, batch, ...]`` (data-parallel: see _DataParallel) and step i takes row i.
 
     ``n`` (traced, so one compiled program serves every chunk) is how many steps to run:
     the epoch's last chunk runs fewer. A traced trip count needs no masking of padding
     steps, which would otherwise need ``lax.cond`` or ``jnp.where`` around every step (an
     optimizer update on zero gradients still moves Adam's weights); it measured as fast
     as the best of those (benchmarks/engine_schedule.py). ``start`` numbers the first step
-    of the chunk: step ``start + i`` augments with ``fold_in(key, start + i)``.
+    of the chunk: step ``start + i`` augments with ``fold_in(key, start + i)``. ``out_sharding``
+    (data-parallel) keeps the returned state and sums replicated over the mesh.
     """
 
-    @jax.jit
     def chunk(state, x_all, y_all, idx, w, count, n, start, key):
         def body(i, carry):
             state, loss_sum, correct = carry
-            xb, yb = jnp.take(x_all, idx[i], axis=0), jnp.take(y_all, idx[i], axis=0)
+            if idx is None:  # laid out by the caller: each device already holds its part of batch i
+                xb, yb = x_all[i], y_all[i]
+            else:
+                xb, yb = jnp.take(x_all, idx[i], axis=0), jnp.take(y_all, idx[i], axis=0)
             state, loss, n_correct = step(state, xb, yb, w[i], count[i], jax.random.fold_in(key, start + i))
             return state, loss_sum + loss, correct + n_correct
 
@@ -223,7 +238,7 @@ def _make_chunk(step, chunk_steps: int):
             return body(0, (state, zero, zero))
         return jax.lax.fori_loop(0, n, body, (state, zero, zero))
 
-    return chunk
+    return jax.jit(chunk) if out_sharding is None else jax.jit(chunk, out_shardings=out_sharding)
 
 
 _PROGRAMS: dict[str, object] = {}  # digest of a lowered program's text -> its compiled executable
@@ -236,16 +251,29 @@ def _compiled(jitted, *example_args):
     Weights and optimizer state are arguments, not constants, so two models of the same
     architecture and optimizer settings lower to the same program text: a second ``fit``
     (another seed, a notebook cell run again, the next experiment trial) skips XLA's
-    compilation, ~1 s for the seed model on the 2-core CPU machine.
+    compilation, ~1 s for the seed model on the 2-core CPU machine. The key holds the
+    arguments' devices too: the same text compiled for one device mesh does not run on another.
     """
     with kernels.cpu_kernels():
         lowered = jitted.lower(*example_args)
-    key = hashlib.sha256(lowered.as_text().encode()).hexdigest()
+    key = hashlib.sha256((lowered.as_text() + _placement(example_args)).encode()).hexdigest()
     if key not in _PROGRAMS:
         if len(_PROGRAMS) >= PROGRAMS_KEPT:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
         _PROGRAMS[key] = lowered.compile()
     return _PROGRAMS[key]
+
+
+def _placement(args) -> str:
+    """Which devices, in which order and layout, hold each argument (uncommitted ones: the default device)."""
+    where = []
+    for leaf in jax.tree.leaves(args):
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(sharding, NamedSharding):
+            where.append((sharding.mesh.device_ids.tolist(), str(sharding.spec)))
+        elif sharding is not None:
+            where.append(sorted(d.id for d in sharding.device_set))
+    return repr(where)
 
 
 def _epoch_plan(
@@ -343,6 +371,79 @@ def loss_and_accuracy(
     else:
         loss = _weighted_mean_loss(loss_fn, y, probs, np.asarray(sample_weight, np.float32))
     return {"loss": float(loss), "accuracy": float(np.mean(np.argmax(probs, axis=-1) == labels))}
+
+
+# --------------------------------------------------------------------------- data parallelism
+class _DataParallel:
+    """Where a data-parallel fit keeps its arrays: state replicated over the mesh, batches split.
+
+    Every process holds the same training arrays and draws the same batch order (same seed), so
+    each epoch's permuted batches are laid out ``[step, global_batch, ...]`` and every device
+    builds only its own share of every batch (``make_array_from_callback``: no process gathers
+    rows for another's devices, and no step gathers rows across devices inside the program).
+    A chunk's batches are placed just before it runs, so the devices hold one chunk at a time.
+    Arrays are global ``jax.Array``s, so the same code runs one process with N devices and N
+    processes over the network (``jax.distributed``).
+    """
+
+    def __init__(self, distribution, batch_size: int):
+        if not isinstance(distribution, keras.distribution.DataParallel):
+            raise ModelError(
+                f"fmnist.fit trains data-parallel only; got a {type(distribution).__name__}: pass "
+                "keras.distribution.DataParallel(devices=...) (weights replicated, each batch split over the devices)."
+            )
+        mesh = distribution.device_mesh.backend_mesh
+        self.devices = int(mesh.devices.size)
+        if batch_size % self.devices:
+            raise ModelError(
+                f"a batch of {batch_size} images does not split evenly over {self.devices} devices: "
+                f"use a batch size that is a multiple of {self.devices}."
+            )
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+        self.split = NamedSharding(mesh, PartitionSpec(None, distribution.batch_dim_name))  # [step, batch, ...]
+
+    def replicate(self, tree):
+        """Every leaf of ``tree`` (the same on every process) as a global array replicated over the mesh."""
+
+        def place(value):
+            value = np.asarray(value)
+            return jax.make_array_from_callback(value.shape, self.replicated, lambda index: value[index])
+
+        return jax.tree.map(place, tree)
+
+    def batches(self, a: np.ndarray, rows: np.ndarray) -> jax.Array:
+        """``a[rows]`` for ``rows`` of shape (steps, batch), split on the batch axis; each device gathers its share."""
+        shape = (*rows.shape, *a.shape[1:])
+        return jax.make_array_from_callback(shape, self.split, lambda index: a[rows[index[:2]]])
+
+    def rows(self, w: np.ndarray) -> jax.Array:
+        """Per-image values of shape (steps, batch), split as the batches are."""
+        return jax.make_array_from_callback(w.shape, self.split, lambda index: w[index])
+
+    def chunk(self, x, y, idx, w, count, n_steps: int, start: int) -> tuple:
+        """A chunk's arguments after the state: its batches laid out and split, its scalars replicated."""
+        scalars = self.replicate((count, np.int32(n_steps), np.int32(start)))
+        return self.batches(x, idx), self.batches(y, idx), None, self.rows(w), *scalars
+
+    @staticmethod
+    def local(tree):
+        """This process's copy of replicated global arrays (one local device): what the model keeps between fits."""
+        return jax.tree.map(lambda a: a.addressable_data(0), tree)
+
+
+def _data_parallel(distribution, batch_size: int) -> _DataParallel | None:
+    """The explicit ``distribution``, else the one set with keras.distribution.set_distribution (as Model.fit)."""
+    distribution = distribution if distribution is not None else keras.distribution.distribution()
+    return None if distribution is None else _DataParallel(distribution, batch_size)
+
+
+def _shared_seed(seed: int | None) -> int | None:
+    """Processes of one job must draw the same batches: without a seed, process 0's random one for all."""
+    if seed is not None or jax.process_count() == 1:
+        return seed
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(np.random.default_rng().integers(2**31))))
 
 
 # --------------------------------------------------------------------------- fit
@@ -473,6 +574,7 @@ def fit(
     chunk_steps: int | None = None,
     checkpoint: Callable[[FitState], None] | None = None,
     resume_from: FitState | None = None,
+    distribution: keras.distribution.Distribution | None = None,
     **unsupported,
 ) -> keras.callbacks.History:
     """Train a compiled Keras model as ``model.fit(x, y, ...)`` would; returns the same History.
@@ -501,6 +603,14 @@ def fit(
     or raise to stop training there. ``resume_from`` (a ``FitState``) continues a fit of
     the same model, data and arguments from that point: the final weights and history are
     those of the fit never interrupted, bit for bit on the CPU.
+
+    ``distribution``, a ``keras.distribution.DataParallel`` (default: the one set with
+    ``keras.distribution.set_distribution``, if any), trains data-parallel over its devices:
+    ``batch_size`` stays the global batch (a multiple of the device count) and the result is
+    the one-device result to float rounding. Under ``jax.distributed`` every process calls
+    ``fit`` with the same arrays and seed; each device takes its share of every batch. The
+    model keeps a local (one-device) copy of the trained weights, so evaluation, prediction
+    and saving work as usual in each process.
     """
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     _check_fit_arguments(batch_size, epochs, verbose, initial_epoch, validation_freq, max_steps, unsupported)
@@ -526,11 +636,16 @@ def fit(
     if chunk_steps is None and resume_from is not None:
         chunk_steps = resume_from.plan.get("chunk_steps")  # the chunking it was trained with
     chunk_steps = min(chunk_steps or default_chunk_steps(model), steps)
-    chunk, program = _make_chunk(_make_train_step(model, loss_fn, augment), chunk_steps), None
-    rng = np.random.default_rng(seed)
+    parallel = _data_parallel(distribution, batch_size)
+    out_sharding = parallel.replicated if parallel else None
+    chunk, program = _make_chunk(_make_train_step(model, loss_fn, augment), chunk_steps, out_sharding), None
+    rng = np.random.default_rng(_shared_seed(seed))
     augment_seed = int(rng.integers(2**31)) if resume_from is None else resume_from.augment_seed
     key = jax.random.PRNGKey(augment_seed)  # augmentation draws: fold_in(key, step number)
-    x_dev, y_dev = jax.device_put(x), jax.device_put(y)  # resident for the whole fit
+    if parallel is None:
+        x_src, y_src = jax.device_put(x), jax.device_put(y)  # resident for the whole fit
+    else:
+        x_src, y_src, key = x, y, parallel.replicate(key)  # each chunk's batches are laid out as it runs
     cbs = keras.callbacks.CallbackList(
         list(callbacks or ()), add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose,
         epochs=epochs, steps=steps,
@@ -562,21 +677,23 @@ def fit(
             break
         cbs.on_epoch_begin(epoch)
         # Read the state at every epoch start: callbacks may have changed weights or the learning rate.
-        state = model_state(model)
+        state = model_state(model) if parallel is None else parallel.replicate(model_state(model))
         epoch_rng = rng.bit_generator.state  # before the permutation: a resumed epoch draws the same one
-        idx, w, count = _epoch_plan(rng.permutation(n) if shuffle else np.arange(n), batch_size, chunk_steps, sw)
+        batches = _epoch_plan(rng.permutation(n) if shuffle else np.arange(n), batch_size, chunk_steps, sw)
+        count = batches[2]
         base = epoch_base if epoch == start_epoch else done_steps  # steps run before this epoch
         epoch_steps = steps if max_steps is None else min(steps, max_steps - base)
-        program = program or _compiled(chunk, state, x_dev, y_dev, idx[0], w[0], count[0], chunk_steps, 0, key)
+        program = program or _compiled(
+            chunk, state, *_chunk_args(parallel, x_src, y_src, batches, 0, chunk_steps, 0), key
+        )
         first = start_chunk if epoch == start_epoch else 0
         loss_sum, correct, seen = running if epoch == start_epoch else (0.0, 0.0, 0.0)
         if seen:
             logs = _running(loss_sum, correct, seen)
         for c in range(first, -(-epoch_steps // chunk_steps)):
             n_steps = min(chunk_steps, epoch_steps - c * chunk_steps)
-            state, chunk_loss, chunk_correct = program(
-                state, x_dev, y_dev, idx[c], w[c], count[c], n_steps, done_steps, key
-            )
+            args = _chunk_args(parallel, x_src, y_src, batches, c, n_steps, done_steps)
+            state, chunk_loss, chunk_correct = program(state, *args, key)
             done_steps += n_steps
             seen += float(count[c, :n_steps].sum())
             loss_sum, correct = loss_sum + float(chunk_loss), correct + float(chunk_correct)
@@ -585,7 +702,10 @@ def fit(
             if model.stop_training:  # set by a batch-level callback (TerminateOnNaN): end the epoch here
                 break
             if checkpoint is not None:
-                checkpoint(fit_state(epoch, c + 1, base, (loss_sum, correct, seen), epoch_rng, state, False))
+                local = state if parallel is None else parallel.local(state)
+                checkpoint(fit_state(epoch, c + 1, base, (loss_sum, correct, seen), epoch_rng, local, False))
+        if parallel is not None:
+            state = parallel.local(state)  # validation and the model's variables: this process's copy
         _write_back(model, state)
         if held_out is not None and _validates(epoch, validation_freq):
             vx, vy, vw = held_out
@@ -599,6 +719,14 @@ def fit(
     cbs.on_train_end(logs)
     model.history = history
     return history
+
+
+def _chunk_args(parallel: _DataParallel | None, x, y, batches, c: int, n_steps: int, start: int) -> tuple:
+    """Chunk ``c``'s arguments after the state: the resident data and its rows, or its batches laid out."""
+    idx, w, count = batches
+    if parallel is None:
+        return x, y, idx[c], w[c], count[c], n_steps, start
+    return parallel.chunk(x, y, idx[c], w[c], count[c], n_steps, start)
 
 
 def _running(loss_sum, correct, seen) -> dict[str, float]:

@@ -20,6 +20,10 @@ class RunError(FmnistError):
     """A run directory or model file is missing or incomplete."""
 
 
+class DistributionError(FmnistError):
+    """A training over several devices or processes cannot be set up as asked."""
+
+
 class ImageError(FmnistError):
     """An image file cannot be read or turned into a 28×28 input."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist import augment, data, engine, models, plots, runs
+from fmnist import augment, data, engine, models, parallel, plots, runs
 from fmnist._backend import keras
 from fmnist.errors import CheckpointError, FmnistError, Interrupted, RunError
 
@@ -36,7 +36,7 @@ CONFIG_SCHEMA = 1
 # What config.json records about a run beside its TrainConfig (written by save_run).
 RUN_RECORD_KEYS = frozenset(
     {"schema", "created", "train_seconds", "phase_seconds", "epochs_run", "steps_run", "params",
-     "model_description", "versions", "device"}
+     "model_description", "versions", "device", "processes"}
 )  # fmt: skip
 
 
@@ -66,6 +66,7 @@ class TrainConfig:
     stop_at_accuracy: float | None = None  # stop once training accuracy > this
     early_stopping: int | None = None  # patience in epochs on val_loss (loss without validation)
     seed: int = 0  # weights, batch order, augmentation and dropout; same seed -> same run on the CPU
+    devices: int = 1  # devices of this process each batch is split over (data-parallel; same result to rounding)
     train_limit: int | None = None  # use only the first N training images (quick trials and smoke tests)
     data_dir: str | None = None  # where the dataset is (None: the usual search, see fmnist.data)
     recipe: str | None = None  # the named recipe this config started from (fmnist.recipes), if any
@@ -88,6 +89,11 @@ class TrainConfig:
             raise FmnistError("augment_shift must be >= 0 and ema a momentum in (0, 1).")
         if self.steps is not None and self.steps < 1:
             raise FmnistError(f"steps must be at least 1, got {self.steps}.")
+        if self.devices < 1 or self.batch_size % self.devices:
+            raise FmnistError(
+                f"devices must be at least 1 and divide the batch size (got {self.devices} for a batch of "
+                f"{self.batch_size}): each device takes an equal share of every batch."
+            )
         if self.time_budget is not None and self.time_budget <= 0:
             raise FmnistError(f"the time budget must be positive, got {self.time_budget} s.")
 
@@ -222,8 +228,8 @@ def build(config: TrainConfig, total_steps: int) -> keras.Model:
     return model
 
 
-def _fit(model, config: TrainConfig, x, y, *, epochs: int, max_steps: int | None, callbacks=(), **resumable):
-    """engine.fit as ``config`` says; ``resumable``: engine.fit's ``checkpoint`` and ``resume_from``."""
+def _fit(model, config: TrainConfig, x, y, *, epochs: int, max_steps: int | None, callbacks=(), **fit_kwargs):
+    """engine.fit as ``config`` says; ``fit_kwargs``: engine.fit's checkpoint, resume_from, distribution."""
     if config.label_smoothing:
         y = np.eye(data.NUM_CLASSES, dtype=np.float32)[y]  # the smoothed loss takes one-hot targets
     augment_fn = augment.Augment(config.augment_shift, config.augment_flip)
@@ -231,7 +237,7 @@ def _fit(model, config: TrainConfig, x, y, *, epochs: int, max_steps: int | None
         model, x, y, epochs=epochs, batch_size=config.batch_size, validation_split=config.validation_split,
         callbacks=callbacks, seed=config.seed, augment=augment_fn if augment_fn.active else None, max_steps=max_steps,
         verbose=0,  # the CLI reports progress through its own callback
-        **resumable,
+        **fit_kwargs,
     )  # fmt: skip
 
 
@@ -273,7 +279,7 @@ class ChunkClock(keras.callbacks.Callback):
 PROBE_CHUNKS = 4  # compiled chunks the time-budget probe trains: compilation, then steady chunks
 
 
-def plan_steps(config: TrainConfig, x_train, x_test, started: float) -> int:
+def plan_steps(config: TrainConfig, x_train, x_test, started: float, distribution=None) -> int:
     """How many training steps fit in ``config.time_budget`` seconds counted from ``started``.
 
     Measured now, on this machine, with a throwaway copy of the model: a few compiled chunks
@@ -281,12 +287,14 @@ def plan_steps(config: TrainConfig, x_train, x_test, started: float) -> int:
     and the test-set forward pass with the run's views. What is left after what has been spent, a second
     compilation (the real run's schedule differs), the evaluation and FINISH_SECONDS,
     divided by the step time. Recorded in config.json as ``steps``: a rerun replays it.
+    Processes of one job train the same steps: process 0's plan.
     """
     probe = build(config, total_steps=1)
     chunk = engine.default_chunk_steps(probe)
     clock = ChunkClock()
     y = np.zeros(len(x_train), np.int64)  # labels don't change the program's cost
-    _fit(probe, config, x_train, y, epochs=1, max_steps=PROBE_CHUNKS * chunk, callbacks=[clock])
+    probe_steps = PROBE_CHUNKS * chunk
+    _fit(probe, config, x_train, y, epochs=1, max_steps=probe_steps, callbacks=[clock], distribution=distribution)
     chunk_s = float(np.median(np.diff(clock.times[1:])))  # steady chunks (the first one compiled)
     step_s = chunk_s / chunk
     compile_s = max(0.0, clock.times[1] - clock.times[0] - chunk_s)
@@ -305,7 +313,7 @@ def plan_steps(config: TrainConfig, x_train, x_test, started: float) -> int:
             f"a time budget of {config.time_budget:.0f} s leaves no time to train here: measuring, compiling and "
             f"evaluating alone take ~{needed:.0f} s on this machine. Give a larger --time-budget (or --epochs N)."
         )
-    return int(left / step_s)
+    return parallel.agree(int(left / step_s))
 
 
 def train(
@@ -323,14 +331,16 @@ def train(
     ``dataset`` (as ``load_data()`` returns it) skips loading, for callers that train many times.
     ``started`` (a ``time.perf_counter()`` value) is when the time budget began: default now.
     With a time budget and no recorded ``steps``, the steps are planned first (see plan_steps)
-    and the returned ``config`` carries them.
+    and the returned ``config`` carries them. ``config.devices`` > 1, or a multi-process job
+    (see fmnist.parallel.setup), trains data-parallel; then every process trains and only
+    process 0 writes (and checkpoints, and locks) ``out``.
 
     With ``out`` the run is resumable (see ``resume``) and locked against a second writer; an
     interrupted training already there is a RunError unless ``restart`` discards it.
     ``should_stop()`` is asked after every compiled chunk: yes saves a checkpoint and raises
     ``Interrupted``.
     """
-    if out is None:
+    if out is None or parallel.process_index() != 0:  # in a multi-process job only process 0 writes
         return _train(config, None, callbacks, dataset, started)
     out = Path(out)
     with runs.run_lock(out):
@@ -403,9 +413,10 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
     if config.train_limit:
         x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
     phases = {"start": time.perf_counter() - started}  # seconds spent before train() (CLI: imports, data)
+    distribution = parallel.data_parallel(config.devices)
     if config.time_budget is not None and config.steps is None:
         t = time.perf_counter()
-        config = dataclasses.replace(config, steps=plan_steps(config, x_train, x_test, started))
+        config = dataclasses.replace(config, steps=plan_steps(config, x_train, x_test, started, distribution))
         phases["plan"] = time.perf_counter() - t
     stage = runs.partial_dir(out) if out is not None else None
     resumable = {}
@@ -422,7 +433,7 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
     start = time.perf_counter()
     history = _fit(
         model, config, x_train, y_train, epochs=epochs, max_steps=config.steps,
-        callbacks=[*config_callbacks(config), timer, *callbacks], **resumable,
+        callbacks=[*config_callbacks(config), timer, *callbacks], distribution=distribution, **resumable,
     )  # fmt: skip
     train_seconds = phases["train"] = time.perf_counter() - start
     hist = {k: [float(v) for v in vs] for k, vs in history.history.items()} | {"seconds": timer.seconds}
@@ -459,6 +470,7 @@ def save_run(
             "model_description": config.model.describe(),  # for `fmnist runs`, which must not import Keras
             "versions": {"keras": keras.__version__, "jax": jax.__version__, "numpy": np.__version__},
             "device": str(jax.devices()[0].device_kind),
+            "processes": jax.process_count(),  # each training ``devices`` devices (data-parallel when > 1 in all)
         },
     )
     runs.save_history(out, history)

@@ -41,6 +41,23 @@ class Split(StrEnum):
     test = "test"
 
 
+class Executor(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+ExecutorOpt = Annotated[
+    Executor,
+    typer.Option(help="Where trials run: local worker processes, or Ray tasks (pip install 'fmnist[ray]')."),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        help="--executor ray: the cluster to join ('auto': the one `ray start` runs here). [default: a new local Ray]"
+    ),
+]
+
+
 def main() -> None:
     """Entry point: run the app, turning expected errors into one actionable line."""
     try:
@@ -479,8 +496,11 @@ def experiment(
     epochs_scale: Annotated[float, typer.Option(help="Multiply every epoch count (e.g. 0.2 for a quick look).")] = 1.0,
     limit: Annotated[int | None, typer.Option(help="Train on the first N images only (quick trials).")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: one per core, at most 2; 0: in this process).")
+        int | None,
+        typer.Option(help="Worker processes (default: one per core, at most 2; 0: in this process; ray: its CPUs)."),
     ] = None,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddress = None,
     data_dir: DataDir = None,
 ) -> None:
     """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions."""
@@ -492,19 +512,25 @@ def experiment(
         raise FmnistError(f"--seeds must be at least 1, got {seeds}.")
     workers = ex.DEFAULT_WORKERS if workers is None else workers
     target = out_dir or Path("runs") / "experiments" / name
-    dataset = _load(data_dir)  # verifies (or downloads) once here; worker processes read the array cache
-    if workers == 0:
+    dataset = _load(data_dir)  # verifies (or downloads) once here
+    in_process = executor is Executor.local and workers == 0
+    if in_process:
         _use_compilation_cache()  # worker processes turn it on themselves
     command = f"fmnist experiment {name} --seeds {seeds}" + "".join(
         f" {flag} {value}"
-        for flag, value in (("--epochs-scale", epochs_scale), ("--limit", limit), ("--workers", workers))
+        for flag, value in (
+            ("--epochs-scale", epochs_scale), ("--limit", limit), ("--workers", workers),
+            ("--executor", executor.value if executor is Executor.ray else None), ("--ray-address", ray_address),
+        )
         if value is not None and not (flag == "--epochs-scale" and value == 1.0)
-    )
+    )  # fmt: skip
     bar = _TrialsBar(f"experiment {name}", workers)
     with bar.bar:
         results = ex.run_experiments(
             names, seeds, workers=workers, epochs_scale=epochs_scale, limit=limit, progress=bar,
-            dataset=dataset if workers == 0 else None, data_dir=str(data_dir) if data_dir else None,
+            # Local workers read the array cache themselves; Ray tasks (maybe on other hosts) get the arrays.
+            dataset=dataset if in_process or executor is Executor.ray else None,
+            data_dir=str(data_dir) if data_dir else None, executor=executor.value, ray_address=ray_address,
         )  # fmt: skip
     paths = experiment_report.write_reports(results, target, command=command)
     table = Table("experiment", "verdict", "measured answer", show_lines=True)
@@ -515,7 +541,11 @@ def experiment(
     out.print(table)
     out.print(
         f"{results.trials} trainings/checks in {results.wall_seconds:.0f} s ({results.wall_seconds / 60:.1f} min) "
-        f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
+        + (
+            "as Ray tasks"
+            if executor is Executor.ray
+            else f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
+        )
     )
     out.print(f"wrote [bold]{paths['markdown']}[/], {paths['html']} and {paths['results']}")
 

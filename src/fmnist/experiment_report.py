@@ -52,7 +52,11 @@ def _setup_line(results: Results, command: str | None) -> str:
     parts = [
         f"{len(results.seeds)} seed{'s' * (len(results.seeds) > 1)} ({', '.join(map(str, results.seeds))})",
         f"{results.trials} distinct trainings/checks",
-        f"{results.workers} worker process{'es' * (results.workers != 1)}" if results.workers else "in-process",
+        "Ray tasks"
+        if results.executor == "ray"
+        else f"{results.workers} worker process{'es' * (results.workers != 1)}"
+        if results.workers
+        else "in-process",
         f"{results.wall_seconds:.0f} s wall-clock ({results.wall_seconds / 60:.1f} min) on {os.cpu_count()} CPU cores",
     ]
     text = "; ".join(parts) + "."
@@ -147,6 +151,7 @@ def results_json(results: Results) -> dict:
         "started": results.started,
         "seeds": results.seeds,
         "workers": results.workers,
+        "executor": results.executor,
         "trials": results.trials,
         "wall_seconds": round(results.wall_seconds, 2),
         "epochs_scale": results.epochs_scale,

@@ -50,6 +50,10 @@ ExecutorOpt = Annotated[
     Executor,
     typer.Option(help="Where trials run: local worker processes, or Ray tasks (pip install 'fmnist[ray]')."),
 ]
+RestartOpt = Annotated[
+    bool, typer.Option("--restart", help="Forget the trials kept in the output folder and run every one again.")
+]
+TRIALS_DIR = "trials"  # under an experiment's or sweep's output folder: finished trials, kept as they finish
 RayAddress = Annotated[
     str | None,
     typer.Option(
@@ -462,7 +466,7 @@ def compare(
 class _TrialsBar:
     """Rich progress for run_experiments: trials done / total, elapsed, and time left.
 
-    Time left scales the elapsed time by the estimated work still to do (experiments.Trial.cost),
+    Time left scales the elapsed time by the estimated work still to do (trials.Trial.cost),
     which tracks long and short trials better than a trials-per-second rate.
     """
 
@@ -481,7 +485,8 @@ class _TrialsBar:
         # Before the first trial finishes, the cost model's own estimate.
         left = elapsed * (p.work_total / p.work_done - 1) if p.work_done > 0 else p.work_total / self.workers
         text = f"~{int(left // 60)}:{int(left % 60):02d} left" if p.done < p.total else ""
-        self.bar.update(self.task, total=p.work_total, completed=p.work_done, trials=f"{p.done}/{p.total}", left=text)
+        trials = f"{p.done}/{p.total}" + (f" (+{p.kept} kept)" if p.kept else "")
+        self.bar.update(self.task, total=p.work_total, completed=p.work_done, trials=trials, left=text)
 
 
 @app.command()
@@ -501,9 +506,13 @@ def experiment(
     ] = None,
     executor: ExecutorOpt = Executor.local,
     ray_address: RayAddress = None,
+    restart: RestartOpt = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions."""
+    """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions.
+
+    Finished trials are kept in the output folder's trials/ as they finish: after an interruption the same command runs only the missing ones.
+    """  # noqa: E501 (one paragraph: Typer keeps line breaks)
     from fmnist import experiment_report
     from fmnist import experiments as ex
 
@@ -524,6 +533,8 @@ def experiment(
         )
         if value is not None and not (flag == "--epochs-scale" and value == 1.0)
     )  # fmt: skip
+    if restart:
+        ex.TrialStore(target / TRIALS_DIR).clear()
     bar = _TrialsBar(f"experiment {name}", workers)
     with bar.bar:
         results = ex.run_experiments(
@@ -531,6 +542,7 @@ def experiment(
             # Local workers read the array cache themselves; Ray tasks (maybe on other hosts) get the arrays.
             dataset=dataset if in_process or executor is Executor.ray else None,
             data_dir=str(data_dir) if data_dir else None, executor=executor.value, ray_address=ray_address,
+            store_dir=target / TRIALS_DIR,
         )  # fmt: skip
     paths = experiment_report.write_reports(results, target, command=command)
     table = Table("experiment", "verdict", "measured answer", show_lines=True)
@@ -547,6 +559,8 @@ def experiment(
             else f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
         )
     )
+    if results.kept:
+        out.print(f"{results.kept} of {results.trials} trials were kept from an earlier run (--restart runs them all)")
     out.print(f"wrote [bold]{paths['markdown']}[/], {paths['html']} and {paths['results']}")
 
 

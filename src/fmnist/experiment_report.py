@@ -59,6 +59,8 @@ def _setup_line(results: Results, command: str | None) -> str:
         else "in-process",
         f"{results.wall_seconds:.0f} s wall-clock ({results.wall_seconds / 60:.1f} min) on {os.cpu_count()} CPU cores",
     ]
+    if results.kept:
+        parts.append(f"{results.kept} of {results.trials} trials kept from an earlier, interrupted run")
     text = "; ".join(parts) + "."
     if len(results.seeds) == 1:
         text += " With one seed there is no spread to compare against, so every difference counts: provisional."
@@ -152,6 +154,7 @@ def results_json(results: Results) -> dict:
         "seeds": results.seeds,
         "workers": results.workers,
         "executor": results.executor,
+        "trials_kept": results.kept,
         "trials": results.trials,
         "wall_seconds": round(results.wall_seconds, 2),
         "epochs_scale": results.epochs_scale,

@@ -24,6 +24,9 @@ How trials run, and why:
   tasks, seed by seed and longest first within a seed, so seeds after the first find their
   programs in the shared compilation cache. Workers are spawned, so a script that calls
   run_experiments with workers needs the usual ``if __name__ == "__main__":`` guard.
+- Resumable: given a folder (the CLI uses the report's ``trials/``), each trial's result is kept
+  there as it finishes; after a kill the same call runs only the missing trials and, since a
+  kept result is read back exactly, writes the same report.
 - The library reports progress through a callback; only the CLI prints.
 """
 
@@ -34,6 +37,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from fmnist.data import NUM_CLASSES
 from fmnist.errors import FmnistError, RunError
@@ -44,6 +48,8 @@ from fmnist.trials import (  # noqa: F401 (re-exported: experiments' trials are 
     Progress,
     Stat,
     Trial,
+    TrialStore,
+    data_fingerprint,
     dense_params,
     differs,
     run_trial,
@@ -571,6 +577,7 @@ class Results:
     epochs_scale: float = 1.0
     limit: int | None = None
     executor: str = "local"  # what ran the trials (fmnist.trials.EXECUTORS)
+    kept: int = 0  # trials whose results were kept from an earlier, interrupted run (not run again)
     started: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
 
@@ -586,11 +593,13 @@ def run_experiments(
     data_dir: str | None = None,
     executor: str = "local",
     ray_address: str | None = None,
+    store_dir: Path | None = None,
 ) -> Results:
     """Run the named experiments (see EXPERIMENT_NAMES), every variant once per seed, and conclude each.
 
     ``executor``/``ray_address`` choose where the trials run (see fmnist.trials.run_trials); a trial
-    that fails stops the experiment with its reason once the others have finished.
+    that fails stops the experiment with its reason once the others have finished. With
+    ``store_dir``, finished trials are kept there and a rerun runs only the missing ones.
     """
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds:
@@ -600,8 +609,13 @@ def run_experiments(
     workers = DEFAULT_WORKERS if workers is None else workers
     start = time.perf_counter()
     trials, where = plan(experiments, seeds)
+    store = None
+    if store_dir is not None:
+        from fmnist import data
+
+        store = TrialStore(store_dir, data_fingerprint(dataset or data.load_data(data_dir)))
     outcomes = run_trials(
-        trials, workers, progress, dataset, data_dir, executor=executor, ray_address=ray_address
+        trials, workers, progress, dataset, data_dir, executor=executor, ray_address=ray_address, store=store
     )  # fmt: skip
     failed = [(t, o["failed"]) for t, o in zip(trials, outcomes, strict=True) if "failed" in o]
     if failed:
@@ -620,4 +634,5 @@ def run_experiments(
             _against_baseline(records, exp.baseline)
         results.append(ExperimentResult(exp, records, exp.conclude(records)))
     wall = time.perf_counter() - start
-    return Results(results, seeds, workers, len(trials), wall, epochs_scale, limit, executor)
+    kept = store.hits if store else 0
+    return Results(results, seeds, workers, len(trials), wall, epochs_scale, limit, executor, kept)

@@ -19,6 +19,9 @@ JSON-ready dict per trial. Why it is built this way:
   second seed of a model loads its compiled programs instead of compiling them.
 - A trial that raises is recorded as ``{"failed": "...why..."}`` and the others go on;
   the caller decides what a failure means (experiments stop, sweeps list it).
+- Resumable: with a ``TrialStore``, each finished trial's result is written (atomically) as it
+  finishes, under a digest of everything that decides it; a rerun after a kill runs only the
+  trials that have no result yet, and reads the others back unchanged.
 - Only the calling process writes files: workers return numbers (and, for trials that
   keep a run directory, the directory's files), so a Ray task on another host writes
   nothing there.
@@ -27,7 +30,9 @@ JSON-ready dict per trial. Why it is built this way:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import itertools
+import json
 import logging
 import math
 import multiprocessing
@@ -65,6 +70,8 @@ COMPILE_S = 2.5  # building and compiling a model, once per trial
 EPOCH_S_PER_PARAM = 1.1e-5  # seconds per 60,000-image epoch per trainable parameter (Dense, batch 32)
 MIN_EPOCH_S = 0.4  # small models don't get faster than this per full epoch
 FULL_TRAIN = 60_000  # images in the full training set, for scaling the cost of train_limit runs
+STORE_FORMAT = 1  # bump when a stored result's layout changes: older results are then run again
+KEY_HEX = 24  # hex digits of a trial's key (96 bits of SHA-256): its result's file name
 
 
 # --------------------------------------------------------------------------- numbers over seeds
@@ -198,6 +205,66 @@ def _check(config: TrainConfig, dataset: tuple) -> dict:
     return {"error": None}
 
 
+# --------------------------------------------------------------------------- finished trials, kept
+def data_fingerprint(dataset: tuple) -> str:
+    """SHA-256 of the arrays a trial trains and tests on: a result is reused only on the same data."""
+    digest = hashlib.sha256()
+    for array in (a for split in dataset for a in split):
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
+    return digest.hexdigest()
+
+
+class TrialStore:
+    """Finished trials' results in ``folder``, one JSON file each, named by the trial's key.
+
+    The key is a digest of everything that decides a result: the full TrainConfig (seed included),
+    what the trial measures (test_at, check_only, whether it keeps a run directory) and the data's
+    fingerprint. A changed setting is therefore a new trial, never a stale result. A result is
+    written to a temporary name and renamed, so a kill leaves either the whole file or none.
+    ``hits``/``writes`` count the results this store served and kept.
+    """
+
+    def __init__(self, folder: Path, data: str = ""):
+        self.folder, self.data = Path(folder), data
+        self.hits = self.writes = 0
+
+    def identity(self, trial: Trial) -> dict:
+        """What decides ``trial``'s result, JSON-normalised (tuples as lists)."""
+        what = {"config": trial.config.to_dict(), "test_at": list(trial.test_at), "check_only": trial.check_only,
+                "keeps_run": trial.run_dir is not None, "data": self.data, "format": STORE_FORMAT}  # fmt: skip
+        return json.loads(json.dumps(what))
+
+    def key(self, trial: Trial) -> str:
+        canonical = json.dumps(self.identity(trial), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_HEX]
+
+    def path(self, trial: Trial) -> Path:
+        return self.folder / f"{self.key(trial)}.json"
+
+    def get(self, trial: Trial) -> dict | None:
+        """The kept result of ``trial``; None when there is none (or it is unreadable, or its run directory is gone)."""
+        if trial.run_dir is not None and not (Path(trial.run_dir) / runs.CONFIG_FILE).is_file():
+            return None
+        try:
+            saved = json.loads(self.path(trial).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(saved, dict) or saved.get("trial") != self.identity(trial) or "result" not in saved:
+            return None
+        self.hits += 1
+        return saved["result"]
+
+    def put(self, trial: Trial, result: dict) -> Path:
+        self.writes += 1
+        return runs.write_json(self.path(trial), {"trial": self.identity(trial), "result": result})
+
+    def clear(self) -> None:
+        """Forget every kept result (``--restart``)."""
+        for path in self.folder.glob("*.json"):
+            path.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- worker processes
 _worker_dataset: tuple | None = None  # set in each worker process by _init_worker; None in the parent
 
@@ -318,6 +385,7 @@ class Progress:
     work_done: float  # estimated seconds of the finished trials (see Trial.cost)
     work_total: float
     last: str = ""  # what just finished
+    kept: int = 0  # trials not run because a TrialStore had their results (not counted in done/total)
 
 
 def _failure(error: BaseException) -> str:
@@ -338,6 +406,7 @@ def run_trials(
     *,
     executor: str = "local",
     ray_address: str | None = None,
+    store: TrialStore | None = None,
 ) -> list[dict]:
     """Run every trial and return one result each, in order; a trial that raised is ``{"failed": why}``.
 
@@ -346,29 +415,37 @@ def run_trials(
     (or a local Ray of ``workers`` CPUs). ``xla_flags`` (added to each worker's XLA_FLAGS) defaults
     to single-threaded XLA for Ray and for several local workers, and to XLA's own threading for
     one (benchmarks/experiment_workers.py compares them). Trials with a ``run_dir`` have it written
-    here as they finish.
+    here as they finish. With a ``store``, trials it holds are not run again, and every other
+    trial's result is stored as soon as it finishes (failures are not: a rerun tries them again).
     """
     if executor not in EXECUTORS:
         raise FmnistError(f"unknown executor {executor!r}: use {' or '.join(EXECUTORS)}.")
-    results: list[dict | None] = [None] * len(trials)
-    work_total = sum(t.cost for t in trials)
+    results: list[dict | None] = [store.get(t) if store else None for t in trials]
+    todo = [i for i, r in enumerate(results) if r is None]
+    kept = len(trials) - len(todo)
+    work_total = sum(trials[i].cost for i in todo)
     done, work_done = 0, 0.0
 
     def finished(i: int, result: dict) -> None:
         nonlocal done, work_done
         if trials[i].run_dir and "run_files" in result:
             write_run(Path(trials[i].run_dir), result.pop("run_files"))
+        if store is not None and "failed" not in result:
+            store.put(trials[i], result)  # after its run directory: a kept result always has one
         results[i], done, work_done = result, done + 1, work_done + trials[i].cost
         if progress:
-            progress(Progress(done, len(trials), work_done, work_total, trials[i].describe()))
+            progress(Progress(done, len(todo), work_done, work_total, trials[i].describe(), kept))
 
     if progress:
-        progress(Progress(0, len(trials), 0.0, work_total))
+        progress(Progress(0, len(todo), 0.0, work_total, kept=kept))
+    if not todo:
+        return results
     if executor == "local" and workers <= 0:
         from fmnist import data
 
         dataset = dataset or data.load_data(data_dir)
-        for i, trial in enumerate(trials):
+        for i in todo:
+            trial = trials[i]
             try:
                 result = run_trial(trial, dataset)
             except Exception as e:
@@ -379,7 +456,7 @@ def run_trials(
     flags = xla_flags if xla_flags is not None else SINGLE_THREAD_XLA if several else ""
     pool = make_executor(executor, max(1, workers), flags, dataset, data_dir, ray_address)
     try:
-        futures = {pool.submit(_run_in_worker, trial): i for i, trial in enumerate(trials)}
+        futures = {pool.submit(_run_in_worker, trials[i]): i for i in todo}
         for future in cf.as_completed(futures):
             try:
                 result = future.result()

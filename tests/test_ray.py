@@ -37,3 +37,24 @@ def test_an_experiment_on_ray_gives_the_local_report(ray_instance, dataset, tmp_
     assert _measured(saved["ray"]) == _measured(saved["local"])
     conclusions = [{n: e["conclusion"] for n, e in s["experiments"].items()} for s in saved.values()]
     assert conclusions[0] == conclusions[1]
+
+
+def test_a_sweep_on_ray_equals_the_local_executor(ray_instance, dataset, tmp_path):
+    from fmnist import sweep as sw
+    from fmnist.train import TrainConfig
+
+    (x_train, y_train), (x_test, y_test) = dataset
+    tiny = (x_train[:LIMIT], y_train[:LIMIT]), (x_test[:LIMIT], y_test[:LIMIT])
+    grid = sw.parse_grid(["learning_rate=1e-3,1e-2"])
+    results = {
+        executor: sw.run_sweep(
+            TrainConfig(epochs=1), grid, 1, tmp_path / executor, workers=2, executor=executor, dataset=tiny
+        )
+        for executor in ("local", "ray")
+    }
+    numbers = {
+        executor: [{k: v for k, v in rec.items() if k != "train_seconds"} for p in r.points for rec in p.records]
+        for executor, r in results.items()
+    }
+    assert numbers["ray"] == numbers["local"] and results["ray"].best.point == results["local"].best.point
+    assert all((tmp_path / "ray" / rec["run"] / "model.keras").is_file() for rec in numbers["ray"])  # written here

@@ -207,6 +207,43 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _train_config(
+    recipe, hidden, activation, arch, conv_filters, dropout, normalize, epochs, batch_size, optimizer, learning_rate,
+    momentum, nesterov, weight_decay, schedule, label_smoothing, augment_shift, augment_flip, ema, eval_views,
+    time_budget, steps, validation_split, stop_at_loss, stop_at_accuracy, early_stopping, seed, limit, data_dir,
+):  # fmt: skip
+    """The TrainConfig that `fmnist train`'s flags describe (None: not typed): the recipe's, or the
+    defaults, with every typed flag overriding its field. `fmnist sweep` maps the same flags."""
+    import dataclasses
+
+    from fmnist import recipes
+    from fmnist.train import TrainConfig
+
+    base = recipes.get(recipe).config if recipe else TrainConfig()
+    spec_fields = {
+        "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
+        "conv_filters": tuple(conv_filters) if conv_filters else None, "normalize": normalize,
+    }  # fmt: skip
+    fields = {
+        "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
+        "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
+        "label_smoothing": label_smoothing, "augment_shift": augment_shift, "augment_flip": augment_flip, "ema": ema,
+        "eval_views": tuple(eval_views) if eval_views else None, "steps": steps,
+        "time_budget": parse_duration(time_budget) if time_budget is not None else None,
+        "validation_split": validation_split, "stop_at_loss": stop_at_loss, "stop_at_accuracy": stop_at_accuracy,
+        "early_stopping": early_stopping, "seed": seed, "train_limit": limit,
+        "data_dir": str(data_dir) if data_dir else None,
+    }  # fmt: skip
+    typed = {k: v for k, v in fields.items() if v is not None}
+    if epochs is not None or steps is not None:
+        typed.setdefault("time_budget", None)  # an explicit length replaces a recipe's time budget
+    if limit is not None and time_budget is None and base.time_budget is not None:
+        typed["time_budget"] = None  # --limit is a quick trial: one pass over N images, not the recipe's minutes
+        typed.setdefault("epochs", 1)
+    spec = dataclasses.replace(base.model, **{k: v for k, v in spec_fields.items() if v is not None})
+    return dataclasses.replace(base, model=spec, **typed)
+
+
 Opt = typer.Option  # every training flag defaults to None: only flags the user typed override the recipe
 
 
@@ -265,35 +302,19 @@ def train(
 ) -> None:
     """Train a model (default: the tutorial's), evaluate it on the test set, and save the run with its report."""
     started = time.perf_counter()
-    import dataclasses
-
-    from fmnist import recipes, report
-    from fmnist.train import TrainConfig
+    from fmnist import report
     from fmnist.train import train as train_job
 
-    base = recipes.get(recipe).config if recipe else TrainConfig()
-    spec_fields = {
-        "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
-        "conv_filters": tuple(conv_filters) if conv_filters else None, "normalize": normalize,
-    }  # fmt: skip
-    fields = {
-        "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
-        "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
-        "label_smoothing": label_smoothing, "augment_shift": augment_shift, "augment_flip": augment_flip, "ema": ema,
-        "eval_views": tuple(eval_views) if eval_views else None, "steps": steps,
-        "time_budget": parse_duration(time_budget) if time_budget is not None else None,
-        "validation_split": validation_split, "stop_at_loss": stop_at_loss, "stop_at_accuracy": stop_at_accuracy,
-        "early_stopping": early_stopping, "seed": seed, "train_limit": limit,
-        "data_dir": str(data_dir) if data_dir else None,
-    }  # fmt: skip
-    typed = {k: v for k, v in fields.items() if v is not None}
-    if epochs is not None or steps is not None:
-        typed.setdefault("time_budget", None)  # an explicit length replaces a recipe's time budget
-    if limit is not None and time_budget is None and base.time_budget is not None:
-        typed["time_budget"] = None  # --limit is a quick trial: one pass over N images, not the recipe's minutes
-        typed.setdefault("epochs", 1)
-    spec = dataclasses.replace(base.model, **{k: v for k, v in spec_fields.items() if v is not None})
-    config = dataclasses.replace(base, model=spec, **typed)
+    config = _train_config(
+        recipe=recipe, hidden=hidden, activation=activation, arch=arch, conv_filters=conv_filters, dropout=dropout,
+        normalize=normalize, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+        momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
+        label_smoothing=label_smoothing, augment_shift=augment_shift, augment_flip=augment_flip, ema=ema,
+        eval_views=eval_views, time_budget=time_budget, steps=steps, validation_split=validation_split,
+        stop_at_loss=stop_at_loss, stop_at_accuracy=stop_at_accuracy, early_stopping=early_stopping, seed=seed,
+        limit=limit, data_dir=data_dir,
+    )  # fmt: skip
+    spec = config.model
     dataset = _load(data_dir)
     _use_compilation_cache()
     length = (
@@ -562,6 +583,92 @@ def experiment(
     if results.kept:
         out.print(f"{results.kept} of {results.trials} trials were kept from an earlier run (--restart runs them all)")
     out.print(f"wrote [bold]{paths['markdown']}[/], {paths['html']} and {paths['results']}")
+
+
+# --------------------------------------------------------------------------- sweeps
+NOT_FIXED_BY_SWEEP = {"seed": "--seeds N", "out_dir": "the sweep's own --out"}  # train flags sweep replaces
+
+
+def _fixed_flags(args: list[str]):
+    """`fmnist train` flags given to `fmnist sweep` -> the TrainConfig every trial starts from."""
+    import inspect
+
+    train_command = typer.main.get_command(app).get_command(None, "train")
+    params = train_command.make_context("fmnist sweep", list(args)).params
+    for name, instead in NOT_FIXED_BY_SWEEP.items():
+        default = next(p.default for p in train_command.params if p.name == name)
+        if params.get(name) != default:
+            raise FmnistError(f"a sweep does not take --{name.split('_')[0]}: use {instead}.")
+    return _train_config(**{k: params[k] for k in inspect.signature(_train_config).parameters})
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(
+    ctx: typer.Context,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="FIELD=V1,V2,...: a TrainConfig or model field and its values; repeat for a grid. "
+            "hidden=128,512x256 is one layer of 128, then two layers (512, 256).",
+        ),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Trials per grid point (seeds 0..N-1), reported as mean ± std.")] = 2,
+    out_dir: Annotated[Path, typer.Option("--out", help="The sweep's folder: one run directory per trial.")] = Path(
+        "runs/sweep"
+    ),
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (default: one per core, at most 2; 0: in this process; ray: its CPUs)."),
+    ] = None,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddress = None,
+    restart: RestartOpt = False,
+) -> None:
+    """A hyperparameter grid: every point trained once per seed, ranked on validation accuracy, with a report.
+
+    Any `fmnist train` flag fixes that setting for every trial (e.g. --epochs 1, --recipe mlp, --limit 3000). The best point is chosen on the held-out validation images (10% unless --validation-split says otherwise); test accuracy is reported beside it. Finished trials are kept in the folder's trials/: after an interruption the same command runs only the missing ones. A failed trial (an error, or a loss that became NaN) is listed and the sweep goes on.
+    """  # noqa: E501 (one paragraph: Typer keeps line breaks)
+    from rich.markup import escape
+
+    from fmnist import sweep as sw
+
+    grid = sw.parse_grid(sets or [])
+    if seeds < 1:
+        raise FmnistError(f"--seeds must be at least 1, got {seeds}.")
+    base = sw.sweep_base(_fixed_flags(ctx.args), grid)
+    for p in sw.points(grid):  # a value the config rejects is an error now, not a failed trial later
+        p.config(base, 0)
+    workers = sw.DEFAULT_WORKERS if workers is None else workers
+    dataset = _load(base.data_dir)
+    in_process = executor is Executor.local and workers == 0
+    if in_process:
+        _use_compilation_cache()
+    if restart:
+        sw.TrialStore(out_dir / sw.TRIALS_DIR).clear()
+    command = " ".join(["fmnist sweep", *(f"--set {s}" for s in sets or []), f"--seeds {seeds}", *ctx.args])
+    bar = _TrialsBar("sweep", workers)
+    with bar.bar:
+        result = sw.run_sweep(
+            base, grid, seeds, out_dir, workers=workers, executor=executor.value, ray_address=ray_address,
+            progress=bar, dataset=dataset if in_process or executor is Executor.ray else None,
+            data_dir=base.data_dir,
+        )  # fmt: skip
+    paths = sw.write_report(result, out_dir, command=command)
+    table = Table(*(Column(h) if h == "point" else Column(h, justify="right", no_wrap=True) for h in sw.TABLE_HEAD))
+    for row in sw.table_rows(result):
+        best = result.best is not None and row[0] == "1"
+        table.add_row(*map(escape, row), style="bold green" if best else "red" if "failed" in row[-1] else None)
+    out.print(table)
+    out.print(escape(sw.summary(result)))
+    for point, seed, run, why in result.failures:
+        out.print(f"[red]failed:[/] {escape(point)} seed {seed} ({escape(run)}): {escape(why)}")
+    how = (
+        "as Ray tasks" if executor is Executor.ray else f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
+    )
+    kept = f", {result.kept} kept from an earlier run (--restart runs them all)" if result.kept else ""
+    out.print(f"{result.trials} trials in {result.wall_seconds:.0f} s {how}{kept}")
+    out.print(f"run directories in [bold]{out_dir}[/]; wrote {paths['html']} and {paths['results']}")
 
 
 # ---- predict

@@ -144,3 +144,13 @@ def test_a_tiny_sweep_ranks_on_validation_lists_its_failure_and_resumes(dataset,
     assert again.exit_code == 0 and "4 trials" in again.output and "4 kept from an earlier run" in again.output
     resaved = json.loads((out / sw.RESULTS_FILE).read_text())
     assert resaved["points"] == saved["points"] and resaved["trials_kept"] == 4
+
+    # One kept result lost (as if killed before it was written): only that trial runs again, to the same numbers.
+    next((out / sw.TRIALS_DIR).glob("*.json")).unlink()
+    third = CliRunner().invoke(app, args)
+    assert third.exit_code == 0 and "3 kept from an earlier run" in third.output
+    rerun = json.loads((out / sw.RESULTS_FILE).read_text())
+    timeless = [[{k: v for k, v in r.items() if k != "train_seconds"} for r in p["records"]] for p in rerun["points"]]
+    assert timeless == [
+        [{k: v for k, v in r.items() if k != "train_seconds"} for r in p["records"]] for p in saved["points"]
+    ]

@@ -48,7 +48,7 @@ class Executor(StrEnum):
 
 ExecutorOpt = Annotated[
     Executor,
-    typer.Option(help="Where trials run: local worker processes, or Ray tasks (pip install 'fmnist[ray]')."),
+    typer.Option(help="Where trials run: local worker processes, or Ray tasks (pip install 'fmnist\\[ray]')."),
 ]
 RestartOpt = Annotated[
     bool, typer.Option("--restart", help="Forget the trials kept in the output folder and run every one again.")
@@ -57,7 +57,7 @@ TRIALS_DIR = "trials"  # under an experiment's or sweep's output folder: finishe
 RayAddress = Annotated[
     str | None,
     typer.Option(
-        help="--executor ray: the cluster to join ('auto': the one `ray start` runs here). [default: a new local Ray]"
+        help="--executor ray: the cluster to join ('auto': the one `ray start` runs here); without it, a new local Ray."
     ),
 ]
 

@@ -117,7 +117,7 @@ def test_a_tiny_sweep_ranks_on_validation_lists_its_failure_and_resumes(dataset,
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((out / sw.RESULTS_FILE).read_text())
-    assert saved["best"] == "learning_rate=0.001" and saved["chosen_by"].startswith("val_accuracy (held-out 10%")
+    assert saved["best"] == "learning_rate=0.001" and saved["chosen_by"].startswith("val_accuracy: the last 10%")
     good, bad = saved["points"]
     assert good["ok"] and not bad["ok"] and good["stats"]["val_accuracy"][2] == 2
     assert all(r["failed"].startswith("diverged: loss became nan") for r in bad["records"])
@@ -130,7 +130,7 @@ def test_a_tiny_sweep_ranks_on_validation_lists_its_failure_and_resumes(dataset,
         assert config["seed"] == rec["seed"]
     assert json.loads((out / good["records"][1]["run"] / "config.json").read_text())["learning_rate"] == 1e-3
     page = (out / sw.REPORT_FILE).read_text()
-    assert "<b>learning_rate=0.001</b> (best)" in page and "chosen on the held-out 10%" in page
+    assert "<b>learning_rate=0.001</b> (best)" in page and "on the last 10% of each trial" in page
     assert page.count('src="data:image/png;base64,') == 1 and "diverged: loss became nan" in page
     assert "failed: learning_rate=1e+30 seed 0" in result.output and "Best point: learning_rate=0.001" in result.output
 

@@ -305,8 +305,15 @@ def run_sweep(
 def fixed_settings(base: TrainConfig) -> dict[str, Any]:
     """The settings every trial shares that differ from fmnist train's defaults (model fields by their own name)."""
     default, ours = TrainConfig().to_dict(), base.to_dict()
-    spec = {f"{k}": v for k, v in ours.pop("model").items() if v != default["model"][k]}
+    spec = {k: v for k, v in ours.pop("model").items() if v != default["model"][k]}
     return spec | {k: v for k, v in ours.items() if k != "model" and v != default[k] and k != "seed"}
+
+
+def held_out(result: SweepResult) -> str:
+    """Which images chose the best point, in words."""
+    if "validation_split" in result.grid:
+        return "the validation split each trial held out of its training images"
+    return f"the last {result.base.validation_split:.0%} of each trial's training images, held out of its training"
 
 
 def summary(result: SweepResult) -> str:
@@ -316,8 +323,8 @@ def summary(result: SweepResult) -> str:
         return "No point trained cleanly on every seed: there is no best point (see the failed trials)."
     s = best.stats
     text = (
-        f"Best point: {best.point.name} — validation accuracy {s[CHOOSE_BY].fmt()} (chosen on the held-out "
-        f"{result.base.validation_split:.0%} of the training images), test accuracy {s['accuracy'].fmt()}."
+        f"Best point: {best.point.name} — validation accuracy {s[CHOOSE_BY].fmt()} (chosen on {held_out(result)}), "
+        f"test accuracy {s['accuracy'].fmt()}."
     )
     runner = next((p for p in result.points[1:] if p.ok and p.stats), None)
     if runner is not None:
@@ -397,7 +404,7 @@ def results_json(result: SweepResult) -> dict:
     return clean({
         "started": result.started, "seeds": result.seeds, "executor": result.executor, "workers": result.workers,
         "trials": result.trials, "trials_kept": result.kept, "wall_seconds": round(result.wall_seconds, 2),
-        "chosen_by": f"{CHOOSE_BY} (held-out {result.base.validation_split:.0%} of the training images)",
+        "chosen_by": f"{CHOOSE_BY}: {held_out(result)}",
         "grid": {k: [format_value(v) for v in vs] for k, vs in result.grid.items()},
         "base_config": result.base.to_dict(),
         "best": result.best.point.name if result.best else None,
@@ -429,8 +436,8 @@ def write_report(result: SweepResult, out: Path, command: str | None = None) -> 
         "sweep_report.html",
         setup=setup,
         command=command,
-        chosen=f"validation accuracy: the final model on the last {result.base.validation_split:.0%} of each "
-        "trial's training images, held out of its training. The test set is reported, never used to choose.",
+        chosen=f"validation accuracy: the final model on {held_out(result)}. The test set is reported, never used "
+        "to choose.",
         summary=summary(result),
         head=TABLE_HEAD,
         rows=table_rows(result),

@@ -322,10 +322,11 @@ class RayExecutor(cf.Executor):
         ray = import_ray()
         self._ray, self._pending = ray, []
         self._owner = not ray.is_initialized()
+        joining = address is not None or bool(os.environ.get("RAY_ADDRESS"))  # a cluster sets its own CPUs
         if self._owner:
             try:
                 ray.init(
-                    address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+                    address=address, num_cpus=None if joining else num_cpus, include_dashboard=False,
                     log_to_driver=False, logging_level=logging.ERROR,
                 )  # fmt: skip
             except (ConnectionError, RuntimeError, ValueError) as e:

@@ -133,7 +133,7 @@ def format_value(value: Any) -> str:
         return (LAYER_JOIN if all(isinstance(v, int) for v in value) else VIEW_JOIN).join(map(str, value))
     if isinstance(value, bool):
         return str(value).lower()
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return repr(value) if isinstance(value, float) else str(value)  # repr: the shortest form that reads back equal
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,6 @@ ExecutorOpt = Annotated[
 RestartOpt = Annotated[
     bool, typer.Option("--restart", help="Forget the trials kept in the output folder and run every one again.")
 ]
-TRIALS_DIR = "trials"  # under an experiment's or sweep's output folder: finished trials, kept as they finish
 RayAddress = Annotated[
     str | None,
     typer.Option(
@@ -510,6 +509,9 @@ class _TrialsBar:
         self.bar.update(self.task, total=p.work_total, completed=p.work_done, trials=trials, left=text)
 
 
+TRIALS_DIR = ".trials"  # under an experiment's --out: trials finished so far (an interrupted run continues)
+
+
 @app.command()
 def experiment(
     name: Annotated[
@@ -527,12 +529,11 @@ def experiment(
     ] = None,
     executor: ExecutorOpt = Executor.local,
     ray_address: RayAddress = None,
-    restart: RestartOpt = False,
     data_dir: DataDir = None,
 ) -> None:
     """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions.
 
-    Finished trials are kept in the output folder's trials/ as they finish: after an interruption the same command runs only the missing ones.
+    Finished trials are kept (in OUT/.trials) until the report is written: after a kill, the same command runs only the missing ones and writes the same report.
     """  # noqa: E501 (one paragraph: Typer keeps line breaks)
     from fmnist import experiment_report
     from fmnist import experiments as ex
@@ -554,8 +555,7 @@ def experiment(
         )
         if value is not None and not (flag == "--epochs-scale" and value == 1.0)
     )  # fmt: skip
-    if restart:
-        ex.TrialStore(target / TRIALS_DIR).clear()
+    store = ex.TrialStore(target / TRIALS_DIR, ex.data_fingerprint(dataset))  # kept until the report is written
     bar = _TrialsBar(f"experiment {name}", workers)
     with bar.bar:
         results = ex.run_experiments(
@@ -563,9 +563,10 @@ def experiment(
             # Local workers read the array cache themselves; Ray tasks (maybe on other hosts) get the arrays.
             dataset=dataset if in_process or executor is Executor.ray else None,
             data_dir=str(data_dir) if data_dir else None, executor=executor.value, ray_address=ray_address,
-            store_dir=target / TRIALS_DIR,
+            store=store,
         )  # fmt: skip
     paths = experiment_report.write_reports(results, target, command=command)
+    store.clear()
     table = Table("experiment", "verdict", "measured answer", show_lines=True)
     colors = {"agrees": "green", "partly agrees": "yellow", "disagrees": "red"}
     for r in results.experiments:
@@ -579,9 +580,8 @@ def experiment(
             if executor is Executor.ray
             else f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
         )
+        + (f"; {results.kept} kept from an interrupted run" if results.kept else "")
     )
-    if results.kept:
-        out.print(f"{results.kept} of {results.trials} trials were kept from an earlier run (--restart runs them all)")
     out.print(f"wrote [bold]{paths['markdown']}[/], {paths['html']} and {paths['results']}")
 
 
@@ -627,7 +627,7 @@ def sweep(
 ) -> None:
     """A hyperparameter grid: every point trained once per seed, ranked on validation accuracy, with a report.
 
-    Any `fmnist train` flag fixes that setting for every trial (e.g. --epochs 1, --recipe mlp, --limit 3000). The best point is chosen on the held-out validation images (10% unless --validation-split says otherwise); test accuracy is reported beside it. Finished trials are kept in the folder's trials/: after an interruption the same command runs only the missing ones. A failed trial (an error, or a loss that became NaN) is listed and the sweep goes on.
+    Any `fmnist train` flag fixes that setting for every trial (e.g. --epochs 1, --recipe mlp, --limit 3000). The best point is chosen on the held-out validation images (10% unless --validation-split says otherwise); test accuracy is reported beside it. Finished trials are kept in the folder's .trials/: after an interruption the same command runs only the missing ones, and a grid given more values trains only the new points. A failed trial (an error, or a loss that became NaN) is listed and the sweep goes on.
     """  # noqa: E501 (one paragraph: Typer keeps line breaks)
     from rich.markup import escape
 

@@ -24,9 +24,9 @@ How trials run, and why:
   tasks, seed by seed and longest first within a seed, so seeds after the first find their
   programs in the shared compilation cache. Workers are spawned, so a script that calls
   run_experiments with workers needs the usual ``if __name__ == "__main__":`` guard.
-- Resumable: given a folder (the CLI uses the report's ``trials/``), each trial's result is kept
-  there as it finishes; after a kill the same call runs only the missing trials and, since a
-  kept result is read back exactly, writes the same report.
+- Resumable: with a ``TrialStore`` (the CLI keeps one in the report's folder, ``.trials/``, until
+  the report is written), each trial's result is kept as it finishes; after a kill the same call
+  runs only the missing trials and, since a kept result is read back exactly, reports the same numbers.
 - The library reports progress through a callback; only the CLI prints.
 """
 
@@ -37,7 +37,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from fmnist.data import NUM_CLASSES
 from fmnist.errors import FmnistError, RunError
@@ -593,13 +592,14 @@ def run_experiments(
     data_dir: str | None = None,
     executor: str = "local",
     ray_address: str | None = None,
-    store_dir: Path | None = None,
+    store: TrialStore | None = None,
 ) -> Results:
     """Run the named experiments (see EXPERIMENT_NAMES), every variant once per seed, and conclude each.
 
     ``executor``/``ray_address`` choose where the trials run (see fmnist.trials.run_trials); a trial
-    that fails stops the experiment with its reason once the others have finished. With
-    ``store_dir``, finished trials are kept there and a rerun runs only the missing ones.
+    that fails stops the experiment with its reason once the others have finished. With a
+    ``store`` (e.g. ``TrialStore(folder, data_fingerprint(dataset))``), finished trials are kept
+    there as they finish and a rerun runs only the missing ones.
     """
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds:
@@ -609,11 +609,6 @@ def run_experiments(
     workers = DEFAULT_WORKERS if workers is None else workers
     start = time.perf_counter()
     trials, where = plan(experiments, seeds)
-    store = None
-    if store_dir is not None:
-        from fmnist import data
-
-        store = TrialStore(store_dir, data_fingerprint(dataset or data.load_data(data_dir)))
     outcomes = run_trials(
         trials, workers, progress, dataset, data_dir, executor=executor, ray_address=ray_address, store=store
     )  # fmt: skip

@@ -19,7 +19,8 @@ How a sweep works, and why:
   seed (``learning_rate=0.001_hidden=128_seed=0``), so ``fmnist runs --root DIR``, ``report``,
   ``compare`` and ``predict`` work on it as on any run.
 - Trials run through ``fmnist.trials`` (local worker processes or Ray tasks) and are kept in
-  the folder's ``trials/`` as they finish: after a kill, the same sweep runs only the missing ones.
+  the folder's ``.trials/`` as they finish, and stay there with the run directories: after a
+  kill the same sweep runs only the missing trials, and a grid given more values trains only the new points.
 - A failed trial — an exception, or a loss that became NaN or infinite — is recorded with its
   reason and the sweep goes on. A point with a failed seed is ranked after the points whose
   seeds all trained, and cannot be the best.
@@ -52,7 +53,7 @@ VALIDATION_SPLIT = 0.1  # held out of every trial's training images when its con
 CHOOSE_BY = "val_accuracy"  # the number the best point is chosen by (higher is better): held-out images
 LAYER_JOIN = "x"  # hidden=512x256: one value, two layers
 VIEW_JOIN = "+"  # eval_views=identity+flip: one value, two views
-TRIALS_DIR = "trials"  # kept trial results, under the sweep's folder
+TRIALS_DIR = ".trials"  # kept trial results, under the sweep's folder (kept with the runs: a grid can grow)
 REPORT_FILE = "report.html"
 RESULTS_FILE = "sweep.json"
 MAX_SERIES = 6  # lines per plot panel (one per setting of the other fields); more: the best of them per value
@@ -272,7 +273,7 @@ def run_sweep(
 ) -> SweepResult:
     """Train every point of ``grid`` once per seed into ``out/<point>_seed=<k>/``, and rank the points.
 
-    Finished trials are kept in ``out/trials/``: a rerun runs only the missing ones.
+    Finished trials are kept in ``out/.trials/``: a rerun runs only the missing ones.
     ``dataset`` (as ``load_data()`` returns it) is handed to the workers instead of their loading it.
     """
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)

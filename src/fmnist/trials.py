@@ -37,6 +37,7 @@ import logging
 import math
 import multiprocessing
 import os
+import shutil
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
@@ -260,9 +261,8 @@ class TrialStore:
         return runs.write_json(self.path(trial), {"trial": self.identity(trial), "result": result})
 
     def clear(self) -> None:
-        """Forget every kept result (``--restart``)."""
-        for path in self.folder.glob("*.json"):
-            path.unlink(missing_ok=True)
+        """Forget every kept result: the job is complete (an experiment's report is written), or ``--restart``."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- worker processes

@@ -586,7 +586,11 @@ def experiment(
 
 
 # --------------------------------------------------------------------------- sweeps
-NOT_FIXED_BY_SWEEP = {"seed": "--seeds N", "out_dir": "the sweep's own --out"}  # train flags sweep replaces
+NOT_FIXED_BY_SWEEP = {  # train flags a sweep replaces or cannot take
+    "seed": "use --seeds N",
+    "out_dir": "it has its own --out",
+    "devices": "each trial trains on one device (--workers or Ray spread the trials)",
+}
 
 
 def _fixed_flags(args: list[str]):
@@ -595,10 +599,10 @@ def _fixed_flags(args: list[str]):
 
     train_command = typer.main.get_command(app).get_command(None, "train")
     params = train_command.make_context("fmnist sweep", list(args)).params
+    defaults = {p.name: p.default for p in train_command.params}
     for name, instead in NOT_FIXED_BY_SWEEP.items():
-        default = next(p.default for p in train_command.params if p.name == name)
-        if params.get(name) != default:
-            raise FmnistError(f"a sweep does not take --{name.split('_')[0]}: use {instead}.")
+        if name in defaults and params.get(name) != defaults[name]:
+            raise FmnistError(f"a sweep does not take --{name.split('_')[0]}: {instead}.")
     return _train_config(**{k: params[k] for k in inspect.signature(_train_config).parameters})
 
 

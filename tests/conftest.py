@@ -113,3 +113,24 @@ def live_server(seed_run):
                          max_pixels=2_000_000)  # fmt: skip
     with running_server(create_app(seed_run, config)) as base:
         yield SimpleNamespace(url=base, key=SERVE_KEY, origin=SERVE_ORIGIN, config=config, run=seed_run)
+
+
+# --------------------------------------------------------------------------- a local Ray
+RAY_TEST_CPUS = 2  # the local Ray the executor tests share: two one-CPU tasks at a time
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray for the session's executor tests (joined, not started, by fmnist), shut down at the end."""
+    import logging
+
+    if os.environ.get("CI"):  # installed by the test extra: missing is a failure there
+        import ray
+    else:
+        ray = pytest.importorskip("ray")
+
+    ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

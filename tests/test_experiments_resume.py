@@ -1,5 +1,5 @@
 """An experiment killed midway continues: the rerun trains only the missing trials and
-reports the same numbers as the run never interrupted."""
+reports the same numbers as the run never interrupted (the store itself: tests/test_trials.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from fmnist import experiment_report, runs
-from fmnist import experiments as ex
+from fmnist import experiment_report
 
 TIMING = ("second", "time_saved", "started", "wall", "kept")  # keys that measure time, not results
 
@@ -28,61 +25,18 @@ def numbers(tree):
     return tree
 
 
-@pytest.fixture(scope="module")
-def tiny_dataset(dataset):
-    (x_train, y_train), (x_test, y_test) = dataset
-    return (x_train[:300], y_train[:300]), (x_test[:500], y_test[:500])
-
-
-RUN = {"seeds": 2, "workers": 0, "epochs_scale": 0.2}  # normalization: 2 variants x 2 seeds = 4 trials
-
-
-class Killed(Exception):
-    pass
-
-
-def test_a_rerun_takes_finished_trials_from_the_store(tiny_dataset, tmp_path, monkeypatch):
-    reference = ex.run_experiments(["normalization"], dataset=tiny_dataset, **RUN)
-    store = runs.ResultStore(tmp_path / ".trials")
-
-    def die_after_two(progress):
-        if progress.done == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        ex.run_experiments(["normalization"], dataset=tiny_dataset, store=store, progress=die_after_two, **RUN)
-    assert len(list(store.folder.iterdir())) == 2
-    ran = []
-    real_run_trial = ex.run_trial
-    monkeypatch.setattr(
-        ex, "run_trial", lambda trial, dataset=None: ran.append(trial) or real_run_trial(trial, dataset)
-    )
-    resumed = ex.run_experiments(["normalization"], dataset=tiny_dataset, store=store, **RUN)
-    assert len(ran) == reference.trials - 2 and resumed.kept == 2
-    assert numbers(experiment_report.results_json(resumed)) == numbers(experiment_report.results_json(reference))
-
-
-def test_a_damaged_or_foreign_stored_result_is_run_again(tmp_path):
-    store = runs.ResultStore(tmp_path)
-    key = {"config": {"seed": 1}}
-    store.put(key, {"accuracy": 0.5})
-    assert store.get(key) == {"accuracy": 0.5} and store.get({"config": {"seed": 2}}) is None
-    next(tmp_path.iterdir()).write_text("{truncated")
-    assert store.get(key) is None
-
-
 # `fmnist experiment` with a pause after every trial, so that the test can kill it between trials.
 SLOW_CLI = """
 import sys, time
 from fmnist import cli
-from fmnist import experiments as ex
+from fmnist import trials
 
-run_trial = ex.run_trial
+run_trial = trials.run_trial
 def slow(trial, dataset=None):
     result = run_trial(trial, dataset)
     time.sleep(1.0)
     return result
-ex.run_trial = slow
+trials.run_trial = slow
 sys.argv[0] = "fmnist"
 cli.main()
 """

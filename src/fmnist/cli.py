@@ -41,6 +41,26 @@ class Split(StrEnum):
     test = "test"
 
 
+class Executor(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+ExecutorOpt = Annotated[
+    Executor,
+    typer.Option(help="Where trials run: local worker processes, or Ray tasks (pip install 'fmnist\\[ray]')."),
+]
+RestartOpt = Annotated[
+    bool, typer.Option("--restart", help="Forget the trials kept in the output folder and run every one again.")
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        help="--executor ray: the cluster to join ('auto': the one `ray start` runs here); without it, a new local Ray."
+    ),
+]
+
+
 def main() -> None:
     """Entry point: run the app, turning expected errors into one actionable line."""
     try:
@@ -235,6 +255,44 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _train_config(
+    recipe, hidden, activation, arch, conv_filters, dropout, normalize, epochs, batch_size, optimizer, learning_rate,
+    momentum, nesterov, weight_decay, schedule, label_smoothing, augment_shift, augment_flip, ema, eval_views,
+    time_budget, steps, validation_split, stop_at_loss, stop_at_accuracy, early_stopping, seed, limit, data_dir,
+    devices=None,
+):  # fmt: skip
+    """The TrainConfig that `fmnist train`'s flags describe (None: not typed): the recipe's, or the
+    defaults, with every typed flag overriding its field. `fmnist sweep` maps the same flags."""
+    import dataclasses
+
+    from fmnist import recipes
+    from fmnist.train import TrainConfig
+
+    base = recipes.get(recipe).config if recipe else TrainConfig()
+    spec_fields = {
+        "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
+        "conv_filters": tuple(conv_filters) if conv_filters else None, "normalize": normalize,
+    }  # fmt: skip
+    fields = {
+        "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
+        "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
+        "label_smoothing": label_smoothing, "augment_shift": augment_shift, "augment_flip": augment_flip, "ema": ema,
+        "eval_views": tuple(eval_views) if eval_views else None, "steps": steps,
+        "time_budget": parse_duration(time_budget) if time_budget is not None else None,
+        "validation_split": validation_split, "stop_at_loss": stop_at_loss, "stop_at_accuracy": stop_at_accuracy,
+        "early_stopping": early_stopping, "seed": seed, "train_limit": limit, "devices": devices,
+        "data_dir": str(data_dir) if data_dir else None,
+    }  # fmt: skip
+    typed = {k: v for k, v in fields.items() if v is not None}
+    if epochs is not None or steps is not None:
+        typed.setdefault("time_budget", None)  # an explicit length replaces a recipe's time budget
+    if limit is not None and time_budget is None and base.time_budget is not None:
+        typed["time_budget"] = None  # --limit is a quick trial: one pass over N images, not the recipe's minutes
+        typed.setdefault("epochs", 1)
+    spec = dataclasses.replace(base.model, **{k: v for k, v in spec_fields.items() if v is not None})
+    return dataclasses.replace(base, model=spec, **typed)
+
+
 Opt = typer.Option  # every training flag defaults to None: only flags the user typed override the recipe
 
 
@@ -308,31 +366,21 @@ def train(
     A training checkpoints at every epoch end: after a crash or kill, `fmnist train --resume RUN` continues it to the same result. Ctrl-C (or SIGTERM) stops at the next checkpoint.
     """  # noqa: E501 (one paragraph: Typer keeps line breaks)
     started = time.perf_counter()
-    import dataclasses
-
-    from fmnist import parallel, recipes, report
+    from fmnist import parallel, report
     from fmnist import train as train_mod
     from fmnist.errors import RunError
-    from fmnist.train import TrainConfig
 
-    base = recipes.get(recipe).config if recipe else TrainConfig()
-    spec_fields = {
-        "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
-        "conv_filters": tuple(conv_filters) if conv_filters else None, "normalize": normalize,
-    }  # fmt: skip
-    fields = {
-        "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
-        "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
-        "label_smoothing": label_smoothing, "augment_shift": augment_shift, "augment_flip": augment_flip, "ema": ema,
-        "eval_views": tuple(eval_views) if eval_views else None, "steps": steps,
-        "time_budget": parse_duration(time_budget) if time_budget is not None else None,
-        "validation_split": validation_split, "stop_at_loss": stop_at_loss, "stop_at_accuracy": stop_at_accuracy,
-        "early_stopping": early_stopping, "seed": seed, "train_limit": limit, "devices": devices,
-        "data_dir": str(data_dir) if data_dir else None,
-    }  # fmt: skip
-    typed = {k: v for k, v in fields.items() if v is not None}
+    flags = dict(
+        recipe=recipe, hidden=hidden, activation=activation, arch=arch, conv_filters=conv_filters, dropout=dropout,
+        normalize=normalize, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+        momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
+        label_smoothing=label_smoothing, augment_shift=augment_shift, augment_flip=augment_flip, ema=ema,
+        eval_views=eval_views, time_budget=time_budget, steps=steps, validation_split=validation_split,
+        stop_at_loss=stop_at_loss, stop_at_accuracy=stop_at_accuracy, early_stopping=early_stopping, seed=seed,
+        limit=limit, devices=devices,
+    )  # fmt: skip
     if resume is not None:
-        given = [k for k, v in {"recipe": recipe, **spec_fields, **typed}.items() if v is not None and k != "data_dir"]
+        given = [k for k, v in flags.items() if v is not None]
         if given or restart or (out_dir is not None and out_dir != resume):
             raise FmnistError(
                 f"--resume continues {resume} with the settings it was started with: give it no other training "
@@ -348,13 +396,7 @@ def train(
             )
         config, out_dir = train_mod.resume_config(resume), resume
     else:
-        if epochs is not None or steps is not None:
-            typed.setdefault("time_budget", None)  # an explicit length replaces a recipe's time budget
-        if limit is not None and time_budget is None and base.time_budget is not None:
-            typed["time_budget"] = None  # --limit is a quick trial: one pass over N images, not the recipe's minutes
-            typed.setdefault("epochs", 1)
-        spec = dataclasses.replace(base.model, **{k: v for k, v in spec_fields.items() if v is not None})
-        config = dataclasses.replace(base, model=spec, **typed)
+        config = _train_config(**flags, data_dir=data_dir)
         out_dir = out_dir or Path("runs/default")
     parallel.setup(config.devices)  # before any JAX computation: devices, and joining a multi-process job
     dataset = _load(data_dir or (Path(config.data_dir) if config.data_dir else None))
@@ -562,7 +604,7 @@ def compare(
 class _TrialsBar:
     """Rich progress for run_experiments: trials done / total, elapsed, and time left.
 
-    Time left scales the elapsed time by the estimated work still to do (experiments.Trial.cost),
+    Time left scales the elapsed time by the estimated work still to do (trials.Trial.cost),
     which tracks long and short trials better than a trials-per-second rate.
     """
 
@@ -581,7 +623,8 @@ class _TrialsBar:
         # Before the first trial finishes, the cost model's own estimate.
         left = elapsed * (p.work_total / p.work_done - 1) if p.work_done > 0 else p.work_total / self.workers
         text = f"~{int(left // 60)}:{int(left % 60):02d} left" if p.done < p.total else ""
-        self.bar.update(self.task, total=p.work_total, completed=p.work_done, trials=f"{p.done}/{p.total}", left=text)
+        trials = f"{p.done}/{p.total}" + (f" (+{p.kept} kept)" if p.kept else "")
+        self.bar.update(self.task, total=p.work_total, completed=p.work_done, trials=trials, left=text)
 
 
 TRIALS_DIR = ".trials"  # under an experiment's --out: trials finished so far (an interrupted run continues)
@@ -599,15 +642,18 @@ def experiment(
     epochs_scale: Annotated[float, typer.Option(help="Multiply every epoch count (e.g. 0.2 for a quick look).")] = 1.0,
     limit: Annotated[int | None, typer.Option(help="Train on the first N images only (quick trials).")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: one per core, at most 2; 0: in this process).")
+        int | None,
+        typer.Option(help="Worker processes (default: one per core, at most 2; 0: in this process; ray: its CPUs)."),
     ] = None,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddress = None,
     data_dir: DataDir = None,
 ) -> None:
     """Answer the tutorial's questions by measurement: Markdown + HTML report with tables, plots, conclusions.
 
     Finished trials are kept (in OUT/.trials) until the report is written: after a kill, the same command runs only the missing ones and writes the same report.
     """  # noqa: E501 (one paragraph: Typer keeps line breaks)
-    from fmnist import experiment_report, runs
+    from fmnist import experiment_report
     from fmnist import experiments as ex
 
     names = ex.resolve_names(name)
@@ -615,20 +661,27 @@ def experiment(
         raise FmnistError(f"--seeds must be at least 1, got {seeds}.")
     workers = ex.DEFAULT_WORKERS if workers is None else workers
     target = out_dir or Path("runs") / "experiments" / name
-    dataset = _load(data_dir)  # verifies (or downloads) once here; worker processes read the array cache
-    if workers == 0:
+    dataset = _load(data_dir)  # verifies (or downloads) once here
+    in_process = executor is Executor.local and workers == 0
+    if in_process:
         _use_compilation_cache()  # worker processes turn it on themselves
     command = f"fmnist experiment {name} --seeds {seeds}" + "".join(
         f" {flag} {value}"
-        for flag, value in (("--epochs-scale", epochs_scale), ("--limit", limit), ("--workers", workers))
+        for flag, value in (
+            ("--epochs-scale", epochs_scale), ("--limit", limit), ("--workers", workers),
+            ("--executor", executor.value if executor is Executor.ray else None), ("--ray-address", ray_address),
+        )
         if value is not None and not (flag == "--epochs-scale" and value == 1.0)
-    )
+    )  # fmt: skip
+    store = ex.TrialStore(target / TRIALS_DIR, ex.data_fingerprint(dataset))  # kept until the report is written
     bar = _TrialsBar(f"experiment {name}", workers)
-    store = runs.ResultStore(target / TRIALS_DIR)  # finished trials, kept until the report is written
     with bar.bar:
         results = ex.run_experiments(
             names, seeds, workers=workers, epochs_scale=epochs_scale, limit=limit, progress=bar,
-            dataset=dataset if workers == 0 else None, data_dir=str(data_dir) if data_dir else None, store=store,
+            # Local workers read the array cache themselves; Ray tasks (maybe on other hosts) get the arrays.
+            dataset=dataset if in_process or executor is Executor.ray else None,
+            data_dir=str(data_dir) if data_dir else None, executor=executor.value, ray_address=ray_address,
+            store=store,
         )  # fmt: skip
     paths = experiment_report.write_reports(results, target, command=command)
     store.clear()
@@ -640,10 +693,104 @@ def experiment(
     out.print(table)
     out.print(
         f"{results.trials} trainings/checks in {results.wall_seconds:.0f} s ({results.wall_seconds / 60:.1f} min) "
-        f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
+        + (
+            "as Ray tasks"
+            if executor is Executor.ray
+            else f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
+        )
         + (f"; {results.kept} kept from an interrupted run" if results.kept else "")
     )
     out.print(f"wrote [bold]{paths['markdown']}[/], {paths['html']} and {paths['results']}")
+
+
+# --------------------------------------------------------------------------- sweeps
+NOT_FIXED_BY_SWEEP = {  # train flags a sweep replaces or cannot take
+    "seed": "use --seeds N",
+    "out_dir": "it has its own --out",
+    "devices": "each trial trains on one device (--workers or Ray spread the trials)",
+}
+
+
+def _fixed_flags(args: list[str]):
+    """`fmnist train` flags given to `fmnist sweep` -> the TrainConfig every trial starts from."""
+    import inspect
+
+    train_command = typer.main.get_command(app).get_command(None, "train")
+    params = train_command.make_context("fmnist sweep", list(args)).params
+    defaults = {p.name: p.default for p in train_command.params}
+    for name, instead in NOT_FIXED_BY_SWEEP.items():
+        if name in defaults and params.get(name) != defaults[name]:
+            raise FmnistError(f"a sweep does not take --{name.split('_')[0]}: {instead}.")
+    return _train_config(**{k: params[k] for k in inspect.signature(_train_config).parameters})
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(
+    ctx: typer.Context,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="FIELD=V1,V2,...: a TrainConfig or model field and its values; repeat for a grid. "
+            "hidden=128,512x256 is one layer of 128, then two layers (512, 256).",
+        ),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Trials per grid point (seeds 0..N-1), reported as mean ± std.")] = 2,
+    out_dir: Annotated[Path, typer.Option("--out", help="The sweep's folder: one run directory per trial.")] = Path(
+        "runs/sweep"
+    ),
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (default: one per core, at most 2; 0: in this process; ray: its CPUs)."),
+    ] = None,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddress = None,
+    restart: RestartOpt = False,
+) -> None:
+    """A hyperparameter grid: every point trained once per seed, ranked on validation accuracy, with a report.
+
+    Any `fmnist train` flag fixes that setting for every trial (e.g. --epochs 1, --recipe mlp, --limit 3000). The best point is chosen on the held-out validation images (10% unless --validation-split says otherwise); test accuracy is reported beside it. Finished trials are kept in the folder's .trials/: after an interruption the same command runs only the missing ones, and a grid given more values trains only the new points. A failed trial (an error, or a loss that became NaN) is listed and the sweep goes on.
+    """  # noqa: E501 (one paragraph: Typer keeps line breaks)
+    from rich.markup import escape
+
+    from fmnist import sweep as sw
+
+    grid = sw.parse_grid(sets or [])
+    if seeds < 1:
+        raise FmnistError(f"--seeds must be at least 1, got {seeds}.")
+    base = sw.sweep_base(_fixed_flags(ctx.args), grid)
+    for p in sw.points(grid):  # a value the config rejects is an error now, not a failed trial later
+        p.config(base, 0)
+    workers = sw.DEFAULT_WORKERS if workers is None else workers
+    dataset = _load(base.data_dir)
+    in_process = executor is Executor.local and workers == 0
+    if in_process:
+        _use_compilation_cache()
+    if restart:
+        sw.TrialStore(out_dir / sw.TRIALS_DIR).clear()
+    command = " ".join(["fmnist sweep", *(f"--set {s}" for s in sets or []), f"--seeds {seeds}", *ctx.args])
+    bar = _TrialsBar("sweep", workers)
+    with bar.bar:
+        result = sw.run_sweep(
+            base, grid, seeds, out_dir, workers=workers, executor=executor.value, ray_address=ray_address,
+            progress=bar, dataset=dataset if in_process or executor is Executor.ray else None,
+            data_dir=base.data_dir,
+        )  # fmt: skip
+    paths = sw.write_report(result, out_dir, command=command)
+    table = Table(*(Column(h) if h == "point" else Column(h, justify="right", no_wrap=True) for h in sw.TABLE_HEAD))
+    for row in sw.table_rows(result):
+        best = result.best is not None and row[0] == "1"
+        table.add_row(*map(escape, row), style="bold green" if best else "red" if "failed" in row[-1] else None)
+    out.print(table)
+    out.print(escape(sw.summary(result)))
+    for point, seed, run, why in result.failures:
+        out.print(f"[red]failed:[/] {escape(point)} seed {seed} ({escape(run)}): {escape(why)}")
+    how = (
+        "as Ray tasks" if executor is Executor.ray else f"with {workers or 'no'} worker process{'es' * (workers != 1)}"
+    )
+    kept = f", {result.kept} kept from an earlier run (--restart runs them all)" if result.kept else ""
+    out.print(f"{result.trials} trials in {result.wall_seconds:.0f} s {how}{kept}")
+    out.print(f"run directories in [bold]{out_dir}[/]; wrote {paths['html']} and {paths['results']}")
 
 
 # ---- predict

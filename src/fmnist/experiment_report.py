@@ -52,9 +52,15 @@ def _setup_line(results: Results, command: str | None) -> str:
     parts = [
         f"{len(results.seeds)} seed{'s' * (len(results.seeds) > 1)} ({', '.join(map(str, results.seeds))})",
         f"{results.trials} distinct trainings/checks",
-        f"{results.workers} worker process{'es' * (results.workers != 1)}" if results.workers else "in-process",
+        "Ray tasks"
+        if results.executor == "ray"
+        else f"{results.workers} worker process{'es' * (results.workers != 1)}"
+        if results.workers
+        else "in-process",
         f"{results.wall_seconds:.0f} s wall-clock ({results.wall_seconds / 60:.1f} min) on {os.cpu_count()} CPU cores",
     ]
+    if results.kept:
+        parts.append(f"{results.kept} of {results.trials} trials kept from an earlier, interrupted run")
     text = "; ".join(parts) + "."
     if len(results.seeds) == 1:
         text += " With one seed there is no spread to compare against, so every difference counts: provisional."
@@ -147,6 +153,8 @@ def results_json(results: Results) -> dict:
         "started": results.started,
         "seeds": results.seeds,
         "workers": results.workers,
+        "executor": results.executor,
+        "trials_kept": results.kept,
         "trials": results.trials,
         "wall_seconds": round(results.wall_seconds, 2),
         "epochs_scale": results.epochs_scale,

@@ -20,45 +20,42 @@ How trials run, and why:
   longest, evaluated on the test set after the shorter ones' last epoch. Training is
   deterministic per seed, so "epoch 5 of a 30-epoch run" *is* a 5-epoch run
   (tests/test_experiments.py checks it).
-- Trials run in worker processes (``spawn``), seed by seed and longest first within a seed;
-  workers share JAX's persistent compilation cache (under fmnist's cache folder), so seeds
-  after the first load their compiled programs instead of compiling. With several workers each
-  one runs XLA single-threaded, so two trials use the two cores instead of fighting over
-  them; with one worker XLA keeps its own threading. DEFAULT_WORKERS says what measured
-  faster on the 2-core machine. Workers are spawned, so a script that calls run_experiments
-  with workers needs the usual ``if __name__ == "__main__":`` guard.
+- Trials run through ``fmnist.trials``: in spawned worker processes (default) or as Ray
+  tasks, seed by seed and longest first within a seed, so seeds after the first find their
+  programs in the shared compilation cache. Workers are spawned, so a script that calls
+  run_experiments with workers needs the usual ``if __name__ == "__main__":`` guard.
+- Resumable: with a ``TrialStore`` (the CLI keeps one in the report's folder, ``.trials/``, until
+  the report is written), each trial's result is kept as it finishes; after a kill the same call
+  runs only the missing trials and, since a kept result is read back exactly, reports the same numbers.
 - The library reports progress through a callback; only the CLI prints.
-- Finished trials are kept as they finish (``store``, a runs.ResultStore keyed by the trial's
-  full config, seed and fmnist's version): after a kill, the same command runs only the
-  trials still missing and writes the same report.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime as dt
-import itertools
-import math
-import multiprocessing
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from fmnist.data import IMAGE_SHAPE, NUM_CLASSES
-from fmnist.errors import FmnistError, ModelError, RunError
+from fmnist.data import NUM_CLASSES
+from fmnist.errors import FmnistError, RunError
 from fmnist.models import ModelSpec
 from fmnist.train import TrainConfig
+from fmnist.trials import (  # noqa: F401 (re-exported: experiments' trials are fmnist.trials')
+    DEFAULT_WORKERS,
+    Progress,
+    Stat,
+    Trial,
+    TrialStore,
+    data_fingerprint,
+    dense_params,
+    differs,
+    run_trial,
+    run_trials,
+)
 
 DEFAULT_SEEDS = 3  # runs per variant; mean ± std over them
-# Measured on the 2-core machine, `fmnist experiment all --seeds 3` from a cold compilation cache:
-# 1 worker (XLA threads) 335 s; 2 workers, XLA single-threaded each, 303 s; 2 workers with XLA's own
-# threads, 302 s. One training runs ~1.75x faster on both cores than on one, so two at once gain only
-# ~10%; single-threaded workers are kept so they don't oversubscribe the cores. More workers than
-# cores only adds contention.
-DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
-SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"  # per worker when >1
 TUTORIAL_EPOCHS = 5  # the tutorial's model.fit(..., epochs=5)
 LONG_EPOCHS = 30  # the tutorial's "try 30 epochs"
 MID_EPOCHS = 15  # the tutorial's "try 15 epochs"
@@ -66,45 +63,12 @@ VALIDATION_SPLIT = 0.1  # epochs and early-stop hold out the last 10% of the tra
 TUTORIAL_STOP_LOSS = 0.4  # the tutorial's callback: stop when loss < 0.4
 STOP_ACCURACY = 0.9  # "good enough" training accuracy for the stop-at-accuracy variant
 EARLY_STOP_PATIENCE = 2  # epochs without a better val_loss before EarlyStopping stops
-CHECK_IMAGES = 1000  # images handed to fit() by the mistakes' check (all ten classes occur in them)
-# Trial cost model (seconds), for longest-first ordering and the time-left estimate only;
-# fitted to the seed model (~1 s/epoch) and the 1024-wide one (~10 s/epoch) on the 2-core machine.
-COMPILE_S = 2.5  # building and compiling a model, once per trial
-EPOCH_S_PER_PARAM = 1.1e-5  # seconds per 60,000-image epoch per trainable parameter (Dense, batch 32)
-MIN_EPOCH_S = 0.4  # small models don't get faster than this per full epoch
-COMPILE_CACHE_DIR = "xla"  # JAX's persistent compilation cache, under fmnist's cache folder (see data.cache_dir)
-FULL_TRAIN = 60_000  # images in the full training set, for scaling the cost of train_limit runs
 CHANCE_MARGIN = 1.5  # accuracy below 1.5 × 1/10 is reported as chance level (a model that learned nothing)
 VERDICTS = ("agrees", "partly agrees", "disagrees")
 SOURCE = "TensorFlow in Practice, course 1 week 2: the Fashion-MNIST “Beyond Hello World” exercises"
 
 
 # --------------------------------------------------------------------------- numbers
-@dataclass(frozen=True)
-class Stat:
-    """Mean and sample standard deviation of one number over seeds."""
-
-    mean: float
-    std: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Stat:
-        values = [float(v) for v in values]
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
-
-    def fmt(self, digits: int = 4, scale: float = 1.0, unit: str = "") -> str:
-        if digits == 0 and self.std == 0:
-            return f"{self.mean * scale:,.0f}{unit}"
-        spread = f" ± {self.std * scale:.{digits}f}" if self.n > 1 else ""
-        return f"{self.mean * scale:.{digits}f}{spread}{unit}"
-
-
-def differs(a: Stat, b: Stat) -> bool:
-    """Whether ``a`` and ``b`` differ by more than the seed-to-seed spread (their mean ± std don't overlap)."""
-    return abs(a.mean - b.mean) > a.std + b.std
-
-
 def _points(a: Stat, b: Stat) -> str:
     """``a - b`` in accuracy percentage points, with whether it exceeds the spread."""
     beyond = "beyond" if differs(a, b) else "within"
@@ -520,31 +484,7 @@ def _figures_early_stop(records):
     return {"early_stop": plots.mean_std_bars(names, panels)}
 
 
-# --------------------------------------------------------------------------- trials
-@dataclass(frozen=True)
-class Trial:
-    """One training (or one check) that one or more variants read their numbers from."""
-
-    config: TrainConfig  # seed set; epochs = the longest variant sharing this run
-    test_at: tuple[int, ...] = ()  # earlier epochs (1-based) after which the test set is evaluated too
-    check_only: bool = False
-
-    @property
-    def cost(self) -> float:
-        """Estimated seconds (for longest-first ordering and the time-left estimate)."""
-        if self.check_only:
-            return COMPILE_S
-        share = min(self.config.train_limit or FULL_TRAIN, FULL_TRAIN) * (1 - self.config.validation_split) / FULL_TRAIN
-        epoch_s = max(MIN_EPOCH_S, EPOCH_S_PER_PARAM * dense_params(self.config.model))
-        return COMPILE_S + self.config.epochs * share * epoch_s
-
-
-def dense_params(spec: ModelSpec) -> int:
-    """Trainable parameters of an MLP spec, without building it (a CNN is counted by its Dense part)."""
-    widths = [math.prod(IMAGE_SHAPE), *spec.hidden, spec.output_units]
-    return sum(a * b + b for a, b in itertools.pairwise(widths))
-
-
+# --------------------------------------------------------------------------- trials (see fmnist.trials)
 def _share_key(variant: Variant, seed: int) -> tuple[TrainConfig, bool]:
     """Variants with equal keys read one trial: the same training, or the same one cut at fewer epochs."""
     config = replace(variant.config, seed=0 if variant.check_only else seed)
@@ -571,162 +511,6 @@ def plan(experiments: Sequence[Experiment], seeds: Sequence[int]) -> tuple[list[
         for exp_name, variant_name, seed, variant in members:
             where[exp_name, variant_name, seed] = (i, variant.config.epochs)
     return [t for t, _ in trials], where
-
-
-def run_trial(trial: Trial, dataset: tuple | None = None) -> dict:
-    """Train (or check) one trial; returns JSON-ready numbers: history, test metrics, snapshots, params."""
-    from fmnist import data
-
-    dataset = dataset or data.load_data(trial.config.data_dir)
-    if trial.check_only:
-        return _check(trial.config, dataset)
-    from fmnist import train
-
-    (_, _), (x_test, y_test) = dataset
-    snap = _test_at_callback(trial.test_at, x_test, y_test)
-    result = train.train(trial.config, None, callbacks=[snap], dataset=dataset)
-    return {
-        "history": result.history,
-        "metrics": result.metrics,
-        "snapshots": snap.snapshots,
-        "params": int(result.model.count_params()),
-        "fit_seconds": result.train_seconds,
-    }
-
-
-def _test_at_callback(epochs: Sequence[int], x_test, y_test):
-    """A Keras callback that evaluates the test set after the given (1-based) epochs."""
-    from fmnist import engine
-    from fmnist._backend import keras
-
-    class TestAt(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.snapshots: dict[str, dict] = {}
-
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch + 1 in epochs:
-                self.snapshots[str(epoch + 1)] = engine.evaluate(self.model, x_test, y_test)
-
-    return TestAt()
-
-
-def _check(config: TrainConfig, dataset: tuple) -> dict:
-    """Hand the model to fit() as the tutorial would; return the explained error, or None if it trained."""
-    from fmnist import engine, models
-
-    (x_train, y_train), _ = dataset
-    model = models.compile_model(models.build_model(config.model), config.optimizer, config.learning_rate)
-    try:
-        engine.fit(model, x_train[:CHECK_IMAGES], y_train[:CHECK_IMAGES], epochs=1, seed=config.seed, verbose=0)
-    except ModelError as e:
-        return {"error": str(e)}
-    return {"error": None}
-
-
-_worker_dataset: tuple | None = None  # set in each worker process by _init_worker; None in the parent
-
-
-def _init_worker(xla_flags: str, dataset: tuple | None, data_dir: str | None) -> None:
-    """Runs first in each worker: thread settings before XLA starts, then the dataset, once."""
-    global _worker_dataset
-    if xla_flags:
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
-    from fmnist import data, engine
-
-    # Seeds of one variant compile the same programs: JAX's persistent cache turns a ~3 s compile into
-    # a ~0.1 s load. Only in worker processes, which are ours; a caller's own process is left alone.
-    engine.enable_compilation_cache(data.cache_dir() / COMPILE_CACHE_DIR)
-    _worker_dataset = dataset if dataset is not None else data.load_data(data_dir)
-
-
-def _run_in_worker(trial: Trial) -> dict:
-    return run_trial(trial, _worker_dataset)
-
-
-@dataclass(frozen=True)
-class Progress:
-    done: int  # trials finished
-    total: int
-    work_done: float  # estimated seconds of the finished trials (see Trial.cost)
-    work_total: float
-    last: str = ""  # what just finished
-
-
-def run_trials(
-    trials: Sequence[Trial],
-    workers: int = DEFAULT_WORKERS,
-    progress: Callable[[Progress], None] | None = None,
-    dataset: tuple | None = None,
-    data_dir: str | None = None,
-    xla_flags: str | None = None,
-    store=None,
-) -> list[dict]:
-    """Run every trial; ``workers=0`` runs them in this process, otherwise in that many spawned processes.
-
-    ``xla_flags`` (added to each worker's XLA_FLAGS) defaults to single-threaded XLA when there are
-    several workers and to XLA's own threading for one (benchmarks/experiment_workers.py compares them).
-    ``store`` (a runs.ResultStore) keeps each result as it finishes; trials found there are not run again.
-    """
-    results: list[dict | None] = [None] * len(trials)
-    work_total = sum(t.cost for t in trials)
-    done, work_done = 0, 0.0
-
-    def finished(i: int, result: dict, kept: bool = False) -> None:
-        nonlocal done, work_done
-        if store is not None and not kept:
-            store.put(trial_key(trials[i]), result)
-        results[i], done, work_done = result, done + 1, work_done + trials[i].cost
-        if progress:
-            progress(Progress(done, len(trials), work_done, work_total, _describe_trial(trials[i])))
-
-    if progress:
-        progress(Progress(0, len(trials), 0.0, work_total))
-    todo = []
-    for i, trial in enumerate(trials):
-        kept = store.get(trial_key(trial)) if store is not None else None
-        if kept is not None:
-            finished(i, kept, kept=True)
-        else:
-            todo.append(i)
-    if not todo:
-        return results
-    if workers <= 0:
-        from fmnist import data
-
-        dataset = dataset or data.load_data(data_dir)
-        for i in todo:
-            finished(i, run_trial(trials[i], dataset))
-        return results
-    flags = xla_flags if xla_flags is not None else SINGLE_THREAD_XLA if workers > 1 else ""
-    pool = cf.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(flags, dataset, data_dir),
-    )
-    try:
-        futures = {pool.submit(_run_in_worker, trials[i]): i for i in todo}
-        for future in cf.as_completed(futures):
-            finished(futures[future], future.result())
-    except cf.process.BrokenProcessPool as e:
-        raise RunError(f"an experiment worker process died ({e}); if memory is short, run with --workers 1.") from e
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return results
-
-
-def trial_key(trial: Trial) -> dict:
-    """What decides a trial's result, as JSON: its full config (seed included), snapshots, kind, fmnist version."""
-    from fmnist import __version__
-
-    return {"config": trial.config.to_dict(), "test_at": list(trial.test_at), "check_only": trial.check_only,
-            "fmnist": __version__}  # fmt: skip
-
-
-def _describe_trial(trial: Trial) -> str:
-    what = "check" if trial.check_only else f"{trial.config.epochs} epochs"
-    return f"{trial.config.model.describe()}, {what}, seed {trial.config.seed}"
 
 
 # --------------------------------------------------------------------------- records and results
@@ -791,8 +575,9 @@ class Results:
     wall_seconds: float
     epochs_scale: float = 1.0
     limit: int | None = None
+    executor: str = "local"  # what ran the trials (fmnist.trials.EXECUTORS)
+    kept: int = 0  # trials whose results were kept from an earlier, interrupted run (not run again)
     started: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-    kept: int = 0  # trials taken from the store (finished before an interruption), not run again
 
 
 def run_experiments(
@@ -805,12 +590,16 @@ def run_experiments(
     progress: Callable[[Progress], None] | None = None,
     dataset: tuple | None = None,
     data_dir: str | None = None,
-    store=None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    store: TrialStore | None = None,
 ) -> Results:
     """Run the named experiments (see EXPERIMENT_NAMES), every variant once per seed, and conclude each.
 
-    ``store`` (a runs.ResultStore): finished trials are kept there as they finish and taken from
-    there on a rerun, so an interrupted job continues (see run_trials).
+    ``executor``/``ray_address`` choose where the trials run (see fmnist.trials.run_trials); a trial
+    that fails stops the experiment with its reason once the others have finished. With a
+    ``store`` (e.g. ``TrialStore(folder, data_fingerprint(dataset))``), finished trials are kept
+    there as they finish and a rerun runs only the missing ones.
     """
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds:
@@ -820,8 +609,13 @@ def run_experiments(
     workers = DEFAULT_WORKERS if workers is None else workers
     start = time.perf_counter()
     trials, where = plan(experiments, seeds)
-    kept = sum(store.get(trial_key(t)) is not None for t in trials) if store is not None else 0
-    outcomes = run_trials(trials, workers, progress, dataset, data_dir, store=store)
+    outcomes = run_trials(
+        trials, workers, progress, dataset, data_dir, executor=executor, ray_address=ray_address, store=store
+    )  # fmt: skip
+    failed = [(t, o["failed"]) for t, o in zip(trials, outcomes, strict=True) if "failed" in o]
+    if failed:
+        trial, why = failed[0]
+        raise RunError(f"{len(failed)} of {len(trials)} trials failed, first {trial.describe()}: {why}")
     results = []
     for exp in experiments:
         records = {
@@ -835,4 +629,5 @@ def run_experiments(
             _against_baseline(records, exp.baseline)
         results.append(ExperimentResult(exp, records, exp.conclude(records)))
     wall = time.perf_counter() - start
-    return Results(results, seeds, workers, len(trials), wall, epochs_scale, limit, kept=kept)
+    kept = store.hits if store else 0
+    return Results(results, seeds, workers, len(trials), wall, epochs_scale, limit, executor, kept)

@@ -145,6 +145,35 @@ def mean_std_curves(panels: Sequence[tuple], marks: Sequence[int] = ()) -> Figur
     return fig
 
 
+def metric_vs_fields(panels: Sequence[tuple], ylabel: str) -> Figure:
+    """A sweep's figure: one panel per swept field ``(name, labels, positions, log, {series: (means, stds)})``.
+
+    Each series is the metric (mean ± std error bars) against that field's values, one line per
+    setting of the other fields. ``positions`` are numeric x values (log-scaled when ``log``), or
+    None for categories (e.g. layer widths 128, 512x256) placed evenly; a NaN mean (a failed point)
+    leaves a gap.
+    """
+    fig = Figure(figsize=(5.2 * len(panels), 4))
+    for i, (name, labels, positions, log, series) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        x = list(positions) if positions is not None else list(range(len(labels)))
+        for label, (means, stds) in series.items():
+            ax.errorbar(x, means, yerr=stds, fmt="o-", capsize=4, label=label)
+        if log:
+            ax.set_xscale("log")
+        if positions is None:
+            ax.margins(x=0.15)
+        ax.set_xticks(x, labels, rotation=20 if max(map(len, labels)) > 6 else 0)
+        ax.minorticks_off()
+        ax.set_xlabel(name)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------- evaluation figures
 # The evaluation figures place their axes by hand (subplots_adjust): matplotlib's layout
 # engines measure every tick label again on each draw, which tripled the report's drawing time.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import hashlib
 import io
 import json
 import os
@@ -232,41 +231,6 @@ def load_checkpoint(path: Path) -> dict:
         raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {e})") from e
-
-
-class ResultStore:
-    """A folder of finished results, one JSON file each, keyed by everything that produced them.
-
-    How a many-trial job resumes: each result is written (atomically) as soon as it exists,
-    and a rerun takes it from here instead of computing it again. The key (a JSON-ready dict:
-    full config, seed, version) is stored beside the result and compared whole on reading, so
-    a different trial never borrows a result; a damaged file is treated as missing.
-    """
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-
-    def _path(self, key: dict) -> Path:
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-        return self.folder / f"{digest[:32]}.json"
-
-    def get(self, key: dict) -> Any | None:
-        """The stored result for ``key``, or None."""
-        path = self._path(key)
-        if not path.is_file():
-            return None
-        try:
-            record = read_object(path)
-        except RunError:
-            return None
-        return record.get("result") if record.get("key") == json.loads(json.dumps(key)) else None
-
-    def put(self, key: dict, result: Any) -> None:
-        write_json(self._path(key), {"key": key, "result": result})
-
-    def clear(self) -> None:
-        """Forget every result (the job they belonged to is complete)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- history

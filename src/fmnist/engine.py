@@ -33,7 +33,7 @@ on_epoch_end / on_train_end, ``model.stop_training``) and ``on_train_batch_end``
 called at the end of each compiled chunk with the running loss and accuracy, which is
 what progress bars and TerminateOnNaN need.
 
-A fit can be continued exactly: ``checkpoint`` receives a ``FitState`` (variables, the
+A fit can be continued exactly: ``checkpoint`` receives a ``FitState`` (fmnist.fit_state) (variables, the
 batch-order generator, position, history, callback state) at every chunk boundary, and
 ``resume_from`` continues from one; fmnist.runs writes and reads them as files.
 """
@@ -41,9 +41,7 @@ batch-order generator, position, history, callback state) at every chunk boundar
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -52,9 +50,10 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fmnist import augment as augment_lib
-from fmnist import kernels, metrics
+from fmnist import fit_inputs, fit_state, kernels, metrics
 from fmnist._backend import keras
 from fmnist.errors import ModelError
+from fmnist.fit_state import FitState
 
 ACCURACY_NAMES = {"accuracy", "acc", "sparse_categorical_accuracy"}
 INFER_BATCH = 1024  # the forward pass runs in buckets of powers of two up to this many images
@@ -447,116 +446,13 @@ def _shared_seed(seed: int | None) -> int | None:
 
 
 # --------------------------------------------------------------------------- fit
-DEFAULT_BATCH_SIZE = 32  # Model.fit's default
-VERBOSE = (0, 1, 2, "auto")  # Model.fit's: silent, a progress bar per epoch, one line per epoch, "auto" (= 1)
-# Model.fit arguments that fmnist.fit does not take, and what to pass instead.
-UNSUPPORTED = {
-    "steps_per_epoch": "an epoch is one pass over x; slice x and y to train on fewer images per epoch, "
-    "or pass max_steps=N to stop after N optimizer steps in all",
-    "validation_steps": "validation uses all of validation_data; slice it to validate on fewer images",
-    "validation_batch_size": "validation runs through fmnist's batched forward pass, whose result does not "
-    "depend on a batch size; drop it",
-}
-
-
-def _as_array(value, name: str) -> np.ndarray:
-    """``value`` as a NumPy array, or an error saying what to pass instead of a dataset or generator."""
-    if isinstance(value, np.ndarray | list) or hasattr(value, "__array__"):
-        return np.asarray(value)
-    raise ModelError(
-        f"fmnist.fit trains on arrays held in memory, and {name} is a {type(value).__name__}: pass the images as "
-        "an array x of shape (n, 28, 28) and the labels as an array y of n integers, e.g. "
-        "fmnist.fit(model, x_train, y_train) with fmnist.load_data()'s arrays. A tf.data.Dataset, a PyDataset "
-        "or a generator can be gathered into such arrays first (np.concatenate over its batches)."
-    )
-
-
-def _weights_array(value, n: int, name: str) -> np.ndarray:
-    w = _as_array(value, name).astype(np.float32)
-    if w.ndim == 2 and w.shape[1] == 1:
-        w = w[:, 0]
-    if w.shape != (n,):
-        raise ModelError(f"{name} needs one weight per image, shape ({n},); got shape {w.shape}.")
-    return w
-
-
-def _class_weights(y: np.ndarray, class_weight) -> np.ndarray:
-    """Model.fit's class_weight as per-image weights: each image weighs its class's weight (1 if absent)."""
-    if not isinstance(class_weight, Mapping):
-        raise ModelError(
-            f"class_weight maps class labels to weights, e.g. {{0: 1.0, 6: 2.0}}; got a {type(class_weight).__name__}."
-        )
-    labels = y if y.ndim == 1 else np.argmax(y, axis=-1)
-    classes, inverse = np.unique(labels, return_inverse=True)
-    return np.array([class_weight.get(int(c), 1.0) for c in classes], np.float32)[inverse.reshape(-1)]
-
-
-def _split_validation(x, y, sw, validation_data, validation_split):
-    """(x, y, weights) to train on and (x, y, weights) to validate on, as Model.fit splits them."""
-    if validation_data is not None:
-        if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
-            raise ModelError(
-                "validation_data is a tuple (x_val, y_val) or (x_val, y_val, sample_weight_val) of arrays, "
-                f"as Model.fit takes it; got a {type(validation_data).__name__}."
-            )
-        vx, vy = _as_array(validation_data[0], "validation_data's x"), _as_array(validation_data[1], "its y")
-        if len(vx) != len(vy):
-            raise ModelError(
-                f"validation_data has {len(vx)} images but {len(vy)} labels: they must be the same length."
-            )
-        vw = validation_data[2] if len(validation_data) == 3 else None
-        return (x, y, sw), (vx, vy, None if vw is None else _weights_array(vw, len(vx), "validation sample_weight"))
-    if not 0.0 <= validation_split < 1.0:
-        raise ModelError(f"validation_split must be in [0, 1), got {validation_split}.")
-    if validation_split == 0.0:
-        return (x, y, sw), None
-    # As Model.fit: the last fraction of the data (and of the sample weights), taken before any shuffling.
-    cut = math.floor(len(x) * (1.0 - validation_split))
-    if cut == 0 or cut == len(x):
-        raise ModelError(f"validation_split={validation_split} leaves an empty training or validation set.")
-    head, tail = (None, None) if sw is None else (sw[:cut], sw[cut:])
-    return (x[:cut], y[:cut], head), (x[cut:], y[cut:], tail)
-
-
-def _check_fit_arguments(batch_size, epochs, verbose, initial_epoch, validation_freq, max_steps, unsupported):
-    for name, value in unsupported.items():
-        if name not in UNSUPPORTED:
-            raise TypeError(f"fmnist.fit() got an unexpected keyword argument {name!r}")
-        if value is not None:
-            raise ModelError(f"fmnist.fit does not take {name}: {UNSUPPORTED[name]}.")
-    if batch_size < 1 or epochs < 0 or (max_steps is not None and max_steps < 0):
-        raise ModelError(
-            f"batch_size must be >= 1, epochs and max_steps >= 0 (got {batch_size}, {epochs}, {max_steps})."
-        )
-    if verbose not in VERBOSE:
-        raise ModelError(
-            f"verbose is 0 (silent), 1 (a progress bar), 2 (one line per epoch) or 'auto'; got {verbose!r}."
-        )
-    if not isinstance(initial_epoch, int) or initial_epoch < 0:
-        raise ModelError(f"initial_epoch is the index of the first epoch to run (0 or more); got {initial_epoch!r}.")
-    every = isinstance(validation_freq, int) and validation_freq >= 1
-    listed = isinstance(validation_freq, list | tuple | set | frozenset | range)
-    if not (every or listed):
-        raise ModelError(
-            "validation_freq is a number of epochs (validate after every that many) or a list of epochs "
-            f"(1-based) to validate after, as in Model.fit; got {validation_freq!r}."
-        )
-
-
-def _validates(epoch: int, validation_freq) -> bool:
-    """Model.fit's rule: validate after epoch ``epoch`` (0-based)?"""
-    if isinstance(validation_freq, int):
-        return (epoch + 1) % validation_freq == 0
-    return epoch + 1 in validation_freq
-
-
 def fit(
     model: keras.Model,
     x: np.ndarray,
     y: np.ndarray | None = None,
     *,
     # Model.fit's arguments, with its defaults and meaning:
-    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = fit_inputs.DEFAULT_BATCH_SIZE,
     epochs: int = 1,
     verbose: int | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] | None = (),
@@ -612,22 +508,22 @@ def fit(
     model keeps a local (one-device) copy of the trained weights, so evaluation, prediction
     and saving work as usual in each process.
     """
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    _check_fit_arguments(batch_size, epochs, verbose, initial_epoch, validation_freq, max_steps, unsupported)
-    x = _as_array(x, "x")
+    batch_size = fit_inputs.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    fit_inputs.check_arguments(batch_size, epochs, verbose, initial_epoch, validation_freq, max_steps, unsupported)
+    x = fit_inputs.as_array(x, "x")
     if y is None:
         raise ModelError("fmnist.fit needs the labels: pass y, an array of one integer label per image in x.")
-    y = _as_array(y, "y")
+    y = fit_inputs.as_array(y, "y")
     if class_weight is not None and sample_weight is not None:
         raise ModelError(
             "pass class_weight or sample_weight, not both (as Model.fit): multiply the class weights into the "
             "sample weights, e.g. sample_weight * np.array([class_weight.get(c, 1.0) for c in range(10)])[y]."
         )
-    sw = None if sample_weight is None else _weights_array(sample_weight, len(x), "sample_weight")
-    (x, y, sw), held_out = _split_validation(x, y, sw, validation_data, validation_split)
+    sw = None if sample_weight is None else fit_inputs.weights_array(sample_weight, len(x), "sample_weight")
+    (x, y, sw), held_out = fit_inputs.split_validation(x, y, sw, validation_data, validation_split)
     check_model(model, x, y)
     if class_weight is not None:
-        sw = _class_weights(y, class_weight)
+        sw = fit_inputs.class_weights(y, class_weight)
     optimizer, loss_fn = model.optimizer, _loss_fn(model)
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
@@ -651,7 +547,8 @@ def fit(
         epochs=epochs, steps=steps,
     )  # fmt: skip
     history = next(cb for cb in cbs.callbacks if isinstance(cb, keras.callbacks.History))
-    stateful = [cb for cb in callbacks or () if _has_state(cb)]  # progress bars and the like may differ on resume
+    # Callbacks whose state a resumed fit restores (progress bars and the like may differ on resume).
+    stateful = [cb for cb in callbacks or () if fit_state.has_state(cb)]
     plan = {"n": n, "batch_size": batch_size, "chunk_steps": chunk_steps, "shuffle": bool(shuffle),
             "callbacks": [type(cb).__name__ for cb in stateful]}  # fmt: skip
     model.stop_training = False
@@ -659,16 +556,16 @@ def fit(
     start_epoch, start_chunk, done_steps, epoch_base, running = initial_epoch, 0, 0, 0, (0.0, 0.0, 0.0)
     cbs.on_train_begin()
     if resume_from is not None:  # after on_train_begin, which resets callbacks' state
-        _restore(model, history, stateful, resume_from, plan)
+        fit_state.restore(model, history, stateful, resume_from, plan)
         rng.bit_generator.state = resume_from.rng
         start_epoch, start_chunk, done_steps = resume_from.epoch, resume_from.chunk, resume_from.steps
         epoch_base, running = resume_from.epoch_start_steps, resume_from.running
 
-    def fit_state(epoch, c, base, sums, epoch_rng, variables, at_epoch_end):
-        return FitState(
+    def snapshot(epoch, c, base, sums, epoch_rng, variables, at_epoch_end):
+        return fit_state.FitState(
             epoch=epoch, chunk=c, steps=done_steps, epoch_start_steps=base, running=sums, rng=epoch_rng,
             augment_seed=augment_seed, variables=variables, history={k: list(v) for k, v in history.history.items()},
-            callbacks=[callback_state(cb) for cb in stateful], stopped=bool(model.stop_training),
+            callbacks=[fit_state.callback_state(cb) for cb in stateful], stopped=bool(model.stop_training),
             at_epoch_end=at_epoch_end, plan=plan,
         )  # fmt: skip
 
@@ -703,18 +600,18 @@ def fit(
                 break
             if checkpoint is not None:
                 local = state if parallel is None else parallel.local(state)
-                checkpoint(fit_state(epoch, c + 1, base, (loss_sum, correct, seen), epoch_rng, local, False))
+                checkpoint(snapshot(epoch, c + 1, base, (loss_sum, correct, seen), epoch_rng, local, False))
         if parallel is not None:
             state = parallel.local(state)  # validation and the model's variables: this process's copy
-        _write_back(model, state)
-        if held_out is not None and _validates(epoch, validation_freq):
+        fit_state.write_back(model, state)
+        if held_out is not None and fit_inputs.validates(epoch, validation_freq):
             vx, vy, vw = held_out
             vprobs = _predict_with(model, state[0], state[1], vx)[0]
             logs |= {f"val_{k}": v for k, v in loss_and_accuracy(model, vprobs, vy, vw).items()}
         cbs.on_epoch_end(epoch, logs)
         if checkpoint is not None:  # callbacks may have changed the weights: read them again
             variables, next_rng = model_state(model), rng.bit_generator.state
-            checkpoint(fit_state(epoch + 1, 0, done_steps, (0.0, 0.0, 0.0), next_rng, variables, True))
+            checkpoint(snapshot(epoch + 1, 0, done_steps, (0.0, 0.0, 0.0), next_rng, variables, True))
     optimizer.finalize_variable_values(model.trainable_variables)
     cbs.on_train_end(logs)
     model.history = history
@@ -741,108 +638,6 @@ def model_state(model: keras.Model, optimizer: bool = True) -> tuple[list, list,
         [v.value for v in model.non_trainable_variables],
         [v.value for v in opt_vars],
     )
-
-
-def _write_back(model: keras.Model, state) -> None:
-    tv, ntv, ov = state
-    for var, value in zip(model.trainable_variables, tv, strict=True):
-        var.assign(value)
-    for var, value in zip(model.non_trainable_variables, ntv, strict=True):
-        var.assign(value)
-    for var, value in zip(model.optimizer.variables, ov, strict=True):
-        var.assign(value)
-
-
-# --------------------------------------------------------------------------- checkpoints
-@dataclass
-class FitState:
-    """Everything ``fit`` needs to continue a training exactly where it stopped.
-
-    Positions are at chunk boundaries: ``chunk`` compiled chunks of epoch ``epoch`` are done
-    (at an epoch end: ``epoch`` is the next epoch and ``chunk`` 0). ``rng`` is the batch-order
-    generator as it was when that epoch began, so a resumed epoch redraws the same permutation.
-    """
-
-    epoch: int  # the epoch in progress (0-based)
-    chunk: int  # its compiled chunks already run
-    steps: int  # optimizer steps run in all
-    epoch_start_steps: int  # optimizer steps run before this epoch began
-    running: tuple[float, float, float]  # this epoch so far: summed loss, correct images, images seen
-    rng: dict  # numpy bit-generator state at the start of ``epoch``
-    augment_seed: int  # augmentation key: step i draws with fold_in(PRNGKey(augment_seed), i)
-    variables: tuple[list, list, list]  # trainable, non-trainable and optimizer variables (model_state)
-    history: dict[str, list[float]]  # the History so far (finished epochs)
-    callbacks: list[dict]  # callback_state() of each callback given to fit that has one, in order
-    stopped: bool  # a callback ended training (early stopping, a stop threshold)
-    at_epoch_end: bool  # taken after an epoch's callbacks ran (else after a chunk, inside an epoch)
-    plan: dict  # images, batch size, chunk steps, shuffle, callbacks: a state continues only the same fit
-
-    def to_tree(self) -> dict:
-        """Plain dicts, lists, numbers and numpy arrays (what fmnist.runs stores)."""
-        tree = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        tree["variables"] = {
-            k: [np.asarray(v) for v in vs] for k, vs in zip(_VARIABLE_KINDS, self.variables, strict=True)
-        }
-        tree["running"] = list(self.running)
-        return tree
-
-    @classmethod
-    def from_tree(cls, tree: dict) -> FitState:
-        tree = dict(tree)
-        tree["variables"] = tuple(list(tree["variables"][k]) for k in _VARIABLE_KINDS)
-        tree["running"] = tuple(tree["running"])
-        return cls(**tree)
-
-
-_VARIABLE_KINDS = ("trainable", "non_trainable", "optimizer")
-# Keras' own callbacks whose state decides what happens later in a fit. Callbacks of fmnist's
-# own (and a user's) carry theirs with state_dict() / load_state_dict(), as in PyTorch Lightning.
-_KERAS_CALLBACK_STATE = {
-    keras.callbacks.EarlyStopping: ("wait", "stopped_epoch", "best", "best_weights", "best_epoch"),
-}
-
-
-def _has_state(callback: keras.callbacks.Callback) -> bool:
-    return hasattr(callback, "state_dict") or isinstance(callback, tuple(_KERAS_CALLBACK_STATE))
-
-
-def callback_state(callback: keras.callbacks.Callback) -> dict | None:
-    """What a callback must remember to behave the same in a resumed fit (None: nothing)."""
-    if hasattr(callback, "state_dict"):
-        return callback.state_dict()
-    for cls, names in _KERAS_CALLBACK_STATE.items():
-        if isinstance(callback, cls):
-            return {name: getattr(callback, name) for name in names}
-    return None
-
-
-def _restore(model, history, callbacks, state: FitState, plan: dict) -> None:
-    """Put a FitState back: variables, History, callbacks' state; a state of another fit is a ModelError."""
-    different = {k: (state.plan.get(k), v) for k, v in plan.items() if state.plan.get(k) != v}
-    if different:
-        detail = ", ".join(f"{k} {old} then, {new} now" for k, (old, new) in different.items())
-        raise ModelError(f"the checkpoint is of another fit ({detail}): resume with the same data and arguments.")
-    try:
-        shapes = [tuple(np.shape(v)) for v in (*state.variables[0], *state.variables[1], *state.variables[2])]
-        expected = [tuple(v.shape) for v in (*model.trainable_variables, *model.non_trainable_variables)]
-        expected += [tuple(v.shape) for v in model.optimizer.variables]
-        if shapes != expected:
-            raise ValueError
-        _write_back(model, state.variables)
-    except ValueError as e:
-        raise ModelError("the checkpoint holds another model's or optimizer's variables: resume the same model.") from e
-    history.history = {k: list(v) for k, v in state.history.items()}
-    history.epoch = list(range(len(next(iter(state.history.values()), []))))
-    model.history = history
-    for cb, cb_state in zip(callbacks, state.callbacks, strict=True):
-        if cb_state is None:
-            continue
-        if hasattr(cb, "load_state_dict"):
-            cb.load_state_dict(cb_state)
-        else:
-            for name, value in cb_state.items():
-                setattr(cb, name, value)
-    model.stop_training = state.stopped
 
 
 # --------------------------------------------------------------------------- evaluate

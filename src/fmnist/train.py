@@ -136,7 +136,7 @@ class StopWhen(keras.callbacks.Callback):
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
-    def state_dict(self) -> dict:  # what a resumed fit needs (see engine.callback_state)
+    def state_dict(self) -> dict:  # what a resumed fit needs (see fit_state.callback_state)
         return {"stopped_epoch": self.stopped_epoch}
 
     def load_state_dict(self, state: dict) -> None:

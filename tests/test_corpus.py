@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,16 +75,45 @@ def run(dataset, tmp_path_factory) -> Path:
     return out
 
 
-# --------------------------------------------------------------------------- images: 4 entry points
-IMAGE_ENTRY_POINTS = ("images.to_fashion_mnist", "Predictor.predict", "Predictor.predict_files", "fmnist predict")
+# --------------------------------------------------------------------------- images: 5 entry points
+IMAGE_ENTRY_POINTS = (
+    "images.to_fashion_mnist", "Predictor.predict", "Predictor.predict_files", "fmnist predict", "serve /api/classify"
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    """The corpus run served for real (uvicorn on 127.0.0.1, a free port). Module-scoped, so it starts
+    before any test's capsys: uvicorn's log handlers must not hold a captured stream."""
+    from conftest import running_server
+    from fmnist.serve import ServeConfig, create_app
+
+    with running_server(create_app(run, ServeConfig())) as base:
+        yield base
+
+
+def assert_one_line_refusal(response, statuses) -> None:
+    """An HTTP refusal in the server's form: the status, and ``{"error": "one line"}``."""
+    assert response.status_code in statuses, response.text
+    message = response.json()["error"]
+    assert message and "\n" not in message and "Traceback" not in message
 
 
 @pytest.mark.parametrize("entry", IMAGE_ENTRY_POINTS)
 @pytest.mark.parametrize("file", corpus("image"), indirect=True)
-def test_image_corpus(file, entry, run, capsys):
+def test_image_corpus(file, entry, run, server, capsys):
     expect = MANIFEST[file.name]["expect"]
     before = snapshot(file.parent)
-    if entry == "images.to_fashion_mnist":
+    if entry == "serve /api/classify":
+        import httpx
+
+        response = httpx.post(server + "api/classify", content=file.read_bytes(), headers={"Content-Type": "image/png"})
+        if expect == "error":
+            assert_one_line_refusal(response, (400, 413))
+        else:
+            assert response.status_code == 200, response.text
+            assert 0 <= response.json()["label"] < 10
+    elif entry == "images.to_fashion_mnist":
         if expect == "error":
             with pytest.raises(ImageError):
                 images.to_fashion_mnist(images.load_image(file))
@@ -163,8 +193,11 @@ def test_dataset_corpus(file, entry, data_dir, run, capsys):
     assert (snapshot(data_dir), snapshot(file.parent)) == before
 
 
-# --------------------------------------------------------------------------- model files: 5 entry points
-MODEL_ENTRY_POINTS = ("runs.load_model", "Predictor.load", "fmnist predict", "fmnist evaluate", "fmnist report")
+# --------------------------------------------------------------------------- model files: 6 entry points
+MODEL_ENTRY_POINTS = (
+    "runs.load_model", "Predictor.load", "fmnist predict", "fmnist evaluate", "fmnist report", "serve"
+)  # fmt: skip
+SERVE_LOAD_SECONDS = 60  # a bad model file fails to load within this
 
 
 @pytest.mark.parametrize("entry", MODEL_ENTRY_POINTS)
@@ -177,6 +210,20 @@ def test_model_corpus(file, entry, run, tmp_path, capsys):
     elif entry == "Predictor.load":
         with pytest.raises(FmnistError):
             Predictor.load(file)
+    elif entry == "serve":  # the server starts, says it is not ready and why, in one line, and serves nothing
+        from fastapi.testclient import TestClient
+
+        from fmnist.serve import ServeConfig, create_app
+
+        with TestClient(create_app(file, ServeConfig())) as client:
+            deadline = time.monotonic() + SERVE_LOAD_SECONDS
+            while (ready := client.get("/v2/health/ready")).status_code == 503 and "still loading" in ready.text:
+                assert time.monotonic() < deadline, "the server kept loading a bad model"
+                time.sleep(0.1)
+            assert_one_line_refusal(ready, (503,))
+            assert "could not be loaded" in ready.json()["error"]
+            one_image = {"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}]}
+            assert_one_line_refusal(client.post("/v2/models/fmnist/infer", json=one_image), (503,))
     elif entry == "fmnist report":  # the file as a run's model.keras
         run_copy = tmp_path / "run"
         shutil.copytree(run, run_copy)
@@ -209,7 +256,7 @@ def test_corpus_covers_the_issue_and_counts(capsys):
         + len(corpus("model")) * len(MODEL_ENTRY_POINTS)
     )
     assert len(names) == len(list((CORPUS / "files").iterdir()))
-    assert cases == 139, cases  # 16 images x 4 + 10 dataset files x 5 + 5 models x 5
+    assert cases == 160, cases  # 16 images x 5 + 10 dataset files x 5 + 5 models x 6
 
 
 # --------------------------------------------------------------------------- any image at all

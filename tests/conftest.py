@@ -7,6 +7,8 @@ real data must be present (a missing dataset fails instead of skipping).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -134,3 +136,32 @@ def ray_instance():
         yield ray
     finally:
         ray.shutdown()
+
+
+# --------------------------------------------------------------------------- the CLI, in-process or not
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """`fmnist ARGS` through cli.main() in this process: (exit code, stdout, stderr)."""
+    from fmnist import cli
+
+    capsys.readouterr()
+    argv, sys.argv = sys.argv, ["fmnist", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    """Wait for ``proc`` (killed if it outlives ``timeout``): (exit code, stdout, stderr)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out.decode(), err.decode()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from conftest import run_cli, running_server
 from fmnist import cli, data, images, runs
 from fmnist.errors import DatasetError, FmnistError, ImageError, RunError
 from fmnist.predict import Predictor
@@ -29,21 +29,6 @@ MANIFEST = json.loads((CORPUS / "MANIFEST.json").read_text())
 
 def corpus(kind: str) -> list[str]:
     return sorted(name for name, entry in MANIFEST.items() if entry["kind"] == kind)
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """`fmnist ARGS` through cli.main() in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    argv, sys.argv = sys.argv, ["fmnist", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_one_line_error(code: int, err: str, codes=(2,)) -> None:
@@ -85,7 +70,6 @@ IMAGE_ENTRY_POINTS = (
 def server(run):
     """The corpus run served for real (uvicorn on 127.0.0.1, a free port). Module-scoped, so it starts
     before any test's capsys: uvicorn's log handlers must not hold a captured stream."""
-    from conftest import running_server
     from fmnist.serve import ServeConfig, create_app
 
     with running_server(create_app(run, ServeConfig())) as base:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,23 +11,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import run_cli
 from fmnist import cli, runs
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """`fmnist ARGS` through cli.main() in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    argv = sys.argv
-    sys.argv = ["fmnist", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import finish
 from fmnist import experiment_report
 
 TIMING = ("second", "time_saved", "started", "wall", "kept")  # keys that measure time, not results
@@ -49,19 +50,9 @@ def _run(args, slow=False) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, out.decode(), err.decode()
-
-
 def test_sigkill_midway_then_the_same_command_gives_the_same_report(dataset, tmp_path):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    rc, _, err = _finish(_run([*ARGS, "--out", str(reference)]))
+    rc, _, err = finish(_run([*ARGS, "--out", str(reference)]))
     assert rc == 0, err
     proc = _run([*ARGS, "--out", str(interrupted)], slow=True)
     trials = interrupted / ".trials"
@@ -71,11 +62,11 @@ def test_sigkill_midway_then_the_same_command_gives_the_same_report(dataset, tmp
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    rc, _, _ = _finish(proc)
+    rc, _, _ = finish(proc)
     assert rc == -signal.SIGKILL and not (interrupted / experiment_report.RESULTS_FILE).exists()
     kept = len(list(trials.glob("*.json")))
     assert 2 <= kept < 4
-    rc, out, err = _finish(_run([*ARGS, "--out", str(interrupted)]))
+    rc, out, err = finish(_run([*ARGS, "--out", str(interrupted)]))
     assert rc == 0, err
     assert f"{kept} kept from an interrupted run" in out
     assert not trials.exists()  # the report is written: nothing left to resume

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import finish
 from fmnist import cli, engine, runs
 from fmnist.errors import CheckpointError, Interrupted, RunError
 from fmnist.train import StopWhen, TrainConfig, config_from_json, load_config, train
@@ -229,16 +230,6 @@ def _fmnist(*args, slow=False) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, out.decode(), err.decode()
-
-
 def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, epochs: int, timeout: float = 240) -> dict:
     path = runs.partial_dir(out) / runs.CHECKPOINT_FILE
     deadline = time.monotonic() + timeout
@@ -249,13 +240,13 @@ def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, epochs: int, timeout
                 return tree
         time.sleep(0.05)
     proc.kill()
-    raise AssertionError(f"no checkpoint of epoch {epochs} appeared: {_finish(proc)}")
+    raise AssertionError(f"no checkpoint of epoch {epochs} appeared: {finish(proc)}")
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference") / "run"
-    rc, _, stderr = _finish(_fmnist(*TRAIN_ARGS, "--out", str(out)))
+    rc, _, stderr = finish(_fmnist(*TRAIN_ARGS, "--out", str(out)))
     assert rc == 0, stderr
     return out
 
@@ -279,9 +270,9 @@ def test_sigkill_during_an_epoch_then_resume_gives_the_identical_run(uninterrupt
     _wait_for_checkpoint(proc, out, KILL_AFTER_EPOCHS)
     time.sleep(0.3)  # into the next epoch's first chunk
     proc.send_signal(signal.SIGKILL)
-    rc, _, _ = _finish(proc)
+    rc, _, _ = finish(proc)
     assert rc == -signal.SIGKILL and not out.exists()
-    rc, stdout, stderr = _finish(_fmnist("train", "--resume", str(out)))
+    rc, stdout, stderr = finish(_fmnist("train", "--resume", str(out)))
     assert rc == 0, stderr
     assert f"resuming {out}" in stdout and f"Epoch {KILL_AFTER_EPOCHS + 1}/5" in stdout
     assert "Epoch 1/5" not in stdout  # the finished epochs were not trained again
@@ -297,11 +288,11 @@ def test_a_stop_signal_stops_at_a_chunk_with_a_checkpoint_and_resume_gives_the_i
     _wait_for_checkpoint(proc, out, 1)
     time.sleep(0.1)
     proc.send_signal(signum)
-    rc, _, stderr = _finish(proc)
+    rc, _, stderr = finish(proc)
     assert rc == 128 + signum, stderr  # 143 for SIGTERM, 130 for Ctrl-C
     assert f"continue it with `fmnist train --resume {out}`" in stderr and "Traceback" not in stderr
     tree = runs.load_checkpoint(runs.partial_dir(out) / runs.CHECKPOINT_FILE)
     assert tree["epoch"] >= 1 and not out.exists()
-    rc, _, stderr = _finish(_fmnist("train", "--resume", str(out)))
+    rc, _, stderr = finish(_fmnist("train", "--resume", str(out)))
     assert rc == 0, stderr
     _assert_same_run(out, uninterrupted)

@@ -53,6 +53,10 @@ ExecutorOpt = Annotated[
 RestartOpt = Annotated[
     bool, typer.Option("--restart", help="Forget the trials kept in the output folder and run every one again.")
 ]
+Workers = Annotated[
+    int | None,
+    typer.Option(help="Worker processes (default: one per core, at most 2; 0: in this process; ray: its CPUs)."),
+]
 RayAddress = Annotated[
     str | None,
     typer.Option(
@@ -641,10 +645,7 @@ def experiment(
     ] = None,
     epochs_scale: Annotated[float, typer.Option(help="Multiply every epoch count (e.g. 0.2 for a quick look).")] = 1.0,
     limit: Annotated[int | None, typer.Option(help="Train on the first N images only (quick trials).")] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(help="Worker processes (default: one per core, at most 2; 0: in this process; ray: its CPUs)."),
-    ] = None,
+    workers: Workers = None,
     executor: ExecutorOpt = Executor.local,
     ray_address: RayAddress = None,
     data_dir: DataDir = None,
@@ -739,10 +740,7 @@ def sweep(
     out_dir: Annotated[Path, typer.Option("--out", help="The sweep's folder: one run directory per trial.")] = Path(
         "runs/sweep"
     ),
-    workers: Annotated[
-        int | None,
-        typer.Option(help="Worker processes (default: one per core, at most 2; 0: in this process; ray: its CPUs)."),
-    ] = None,
+    workers: Workers = None,
     executor: ExecutorOpt = Executor.local,
     ray_address: RayAddress = None,
     restart: RestartOpt = False,

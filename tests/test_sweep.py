@@ -154,3 +154,23 @@ def test_a_tiny_sweep_ranks_on_validation_lists_its_failure_and_resumes(dataset,
     assert timeless == [
         [{k: v for k, v in r.items() if k != "train_seconds"} for r in p["records"]] for p in saved["points"]
     ]
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1]])
+def test_the_summary_compares_with_the_runner_up_only_when_there_is_a_spread(seeds, monkeypatch):
+    from types import SimpleNamespace
+
+    from fmnist.trials import Stat
+
+    def point(name, accuracy):
+        stat = Stat(accuracy, 0.01 if len(seeds) > 1 else 0.0, len(seeds))
+        return SimpleNamespace(point=SimpleNamespace(name=name), ok=True, stats={sw.CHOOSE_BY: stat, "accuracy": stat})
+
+    monkeypatch.setattr(sw, "held_out", lambda result: "the held-out images")
+    points = [point("lr=0.001", 0.85), point("lr=0.01", 0.80)]
+    text = sw.summary(SimpleNamespace(best=points[0], points=points, seeds=seeds))
+    assert text.startswith("Best point: lr=0.001")
+    if len(seeds) == 1:
+        assert "provisional" in text and "spread (" not in text
+    else:
+        assert "The runner-up, lr=0.01, is beyond the seed-to-seed spread" in text

@@ -329,14 +329,14 @@ def summary(result: SweepResult) -> str:
         f"test accuracy {s['accuracy'].fmt()}."
     )
     runner = next((p for p in result.points[1:] if p.ok and p.stats), None)
-    if runner is not None:
+    if len(result.seeds) == 1:
+        text += " One seed: there is no spread to compare against, so the ranking is provisional."
+    elif runner is not None:
         beyond = differs(s[CHOOSE_BY], runner.stats[CHOOSE_BY])
         text += (
             f" The runner-up, {runner.point.name}, is {'beyond' if beyond else 'within'} the seed-to-seed spread"
             f" ({runner.stats[CHOOSE_BY].fmt()})."
         )
-    if len(result.seeds) == 1:
-        text += " One seed: there is no spread to compare against, so the ranking is provisional."
     return text
 
 

@@ -50,7 +50,7 @@ format: install
 	$(BIN)/ruff format src tests benchmarks examples
 	$(BIN)/ruff check --fix src tests benchmarks examples
 
-# The speed benchmarks against PyTorch need the bench extra (a CPU build of torch).
+# The speed benchmarks against PyTorch need the bench extra (torch; only its CPU threads are used).
 bench: install
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/train_speed.py

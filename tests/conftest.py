@@ -60,6 +60,21 @@ def seed_run(dataset, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def tiny_run(dataset, tmp_path_factory) -> Path:
+    """A run directory written by `fmnist train` in seconds (8 hidden units, 300 images, 1 epoch); one per module."""
+    from typer.testing import CliRunner
+
+    from fmnist import cli
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    result = CliRunner().invoke(
+        cli.app, ["train", "--limit", "300", "--epochs", "1", "--hidden", "8", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
 @pytest.fixture
 def tiny_data():
     """200 random 28×28 uint8 images with labels 0–9: fast unit tests of the training path."""

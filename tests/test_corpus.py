@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from conftest import run_cli, running_server
-from fmnist import cli, data, images, runs
+from fmnist import data, images, runs
 from fmnist.errors import DatasetError, FmnistError, ImageError, RunError
 from fmnist.predict import Predictor
 
@@ -51,13 +50,8 @@ def file(request, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(dataset, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("corpus") / "run"
-    result = CliRunner().invoke(
-        cli.app, ["train", "--limit", "300", "--epochs", "1", "--hidden", "8", "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    return out
+def run(tiny_run) -> Path:
+    return tiny_run
 
 
 # --------------------------------------------------------------------------- images: 5 entry points

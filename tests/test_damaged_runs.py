@@ -9,20 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from conftest import run_cli
-from fmnist import cli, runs
-
-
-@pytest.fixture(scope="module")
-def healthy(dataset, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "healthy"
-    result = CliRunner().invoke(
-        cli.app, ["train", "--limit", "300", "--epochs", "1", "--hidden", "8", "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    return out
+from fmnist import runs
 
 
 def _truncate_model(run: Path) -> None:
@@ -57,11 +46,11 @@ def image(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
-def test_every_command_that_reads_a_damaged_run_says_so_in_one_line(damage, healthy, image, tmp_path, capsys):
+def test_every_command_that_reads_a_damaged_run_says_so_in_one_line(damage, tiny_run, image, tmp_path, capsys):
     root = tmp_path / "runs"
     run = root / "broken"
-    shutil.copytree(healthy, run)
-    shutil.copytree(healthy, root / "good")
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(tiny_run, root / "good")
     commands = {
         "evaluate": ["evaluate", str(run)],
         "report": ["report", str(run)],
@@ -81,12 +70,12 @@ def test_every_command_that_reads_a_damaged_run_says_so_in_one_line(damage, heal
     assert f"{run}: damaged: " in out and f"{root / 'good'}: " not in out  # the table lists both
 
 
-def test_runs_lists_interrupted_trainings(healthy, tmp_path, capsys):
+def test_runs_lists_interrupted_trainings(tiny_run, tmp_path, capsys):
     root = tmp_path / "runs"
-    shutil.copytree(healthy, root / "good")
+    shutil.copytree(tiny_run, root / "good")
     stage = runs.partial_dir(root / "halfway")
     stage.mkdir()
-    shutil.copy(healthy / runs.CONFIG_FILE, stage / runs.CONFIG_FILE)
+    shutil.copy(tiny_run / runs.CONFIG_FILE, stage / runs.CONFIG_FILE)
     code, out, _ = run_cli(["runs", "--root", str(root)], capsys)
     halfway = root / "halfway"
     assert code == 0 and f"{halfway}: interrupted: continue it with `fmnist train --resume {halfway}`" in out

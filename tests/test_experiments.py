@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
-from fmnist import experiment_report
+from fmnist import experiment_report, trials
 from fmnist import experiments as ex
 from fmnist.errors import FmnistError
 from fmnist.models import ModelSpec
@@ -66,7 +66,7 @@ def test_tiny_numbers_are_measured_not_canned(tiny_all):
     results, _, _ = tiny_all
     by_name = {r.experiment.name: r for r in results.experiments}
     widths = by_name["hidden-units"].stats
-    assert widths["1024 units"]["params"].mean == ex.dense_params(ModelSpec(hidden=(1024,))) == 814_090
+    assert widths["1024 units"]["params"].mean == trials.dense_params(ModelSpec(hidden=(1024,))) == 814_090
     assert all(0.0 <= s["accuracy"].mean <= 1.0 for s in widths.values())
     epochs = by_name["epochs"].stats
     assert [s["epochs_run"].mean for s in epochs.values()] == [1, 2, 3]
@@ -80,8 +80,8 @@ def test_tiny_numbers_are_measured_not_canned(tiny_all):
 def test_epoch_snapshot_equals_a_shorter_run_with_the_same_seed(tiny_dataset):
     """The epochs experiment reads "epoch 1" off a 2-epoch run: that must be what a 1-epoch run gives."""
     config = TrainConfig(epochs=2, validation_split=0.1, seed=3)
-    long = ex.run_trial(ex.Trial(config, test_at=(1,)), tiny_dataset)
-    short = ex.run_trial(ex.Trial(replace(config, epochs=1)), tiny_dataset)
+    long = trials.run_trial(trials.Trial(config, test_at=(1,)), tiny_dataset)
+    short = trials.run_trial(trials.Trial(replace(config, epochs=1)), tiny_dataset)
     assert long["snapshots"]["1"] == short["metrics"]
     assert long["metrics"] != short["metrics"]  # the second epoch did change the model
     cut, alone = ex._record(long, 1), ex._record(short, 1)

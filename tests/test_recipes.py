@@ -107,6 +107,15 @@ def test_time_budget_plans_steps_from_a_measurement(dataset):
         plan_steps(dataclasses.replace(config, time_budget=1.0), x, xt, started)
 
 
+def test_time_budget_plans_steps_when_an_epoch_is_shorter_than_a_chunk(dataset):
+    """500 images of the seed MLP: 16 steps an epoch, under one 256-step chunk; the probe times whole epochs."""
+    import time
+
+    (x, _), (xt, _) = dataset
+    steps = plan_steps(TrainConfig(time_budget=60.0, train_limit=500), x[:500], xt, time.perf_counter())
+    assert steps > 16
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("300", 300), ("300s", 300), ("5m", 300), ("1.5h", 5400)])
 def test_time_budget_syntax(text, seconds):
     assert cli.parse_duration(text) == seconds

@@ -101,7 +101,8 @@ def _measured(results: dict) -> dict:
 
 def test_an_experiment_killed_midway_reruns_only_its_missing_trials(dataset, tmp_path, monkeypatch):
     """SIGKILL once a trial is kept; the rerun runs only the others, and the numbers equal an uninterrupted run."""
-    from fmnist.cli import TRIALS_DIR, app
+    from fmnist.cli import app
+    from fmnist.trials import TRIALS_DIR
 
     args = ["experiment", "normalization", "--seeds", "2", "--workers", "0", "--epochs-scale", "0.1"]
     args += ["--limit", str(TINY_TRAIN)]

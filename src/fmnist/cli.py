@@ -65,8 +65,21 @@ RayAddress = Annotated[
 ]
 
 
+class _CtrlC(BaseException):
+    """Ctrl-C that the command did not handle itself. Not a KeyboardInterrupt: Typer turns those
+    into a silent exit 130 before main() could say what was kept."""
+
+
+def _raise_ctrl_c(signum, frame) -> None:
+    raise _CtrlC
+
+
 def main() -> None:
     """Entry point: run the app, turning expected errors into one actionable line."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored (nohup, &)
+        signal.signal(signal.SIGINT, _raise_ctrl_c)
     try:
         app()
     except Interrupted as e:  # a training stopped on request (the train command exits 130/143 itself)
@@ -75,7 +88,7 @@ def main() -> None:
     except FmnistError as e:
         err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except _CtrlC:
         err.print(
             "interrupted: nothing half-written was left behind (files are renamed into place when complete); "
             "a training continues from its last checkpoint with `fmnist train --resume RUN`."
@@ -101,7 +114,7 @@ class _StopOnSignals:
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt
+            raise _CtrlC
         self.signum = signum
 
     def __enter__(self) -> _StopOnSignals:
@@ -129,8 +142,9 @@ class _StopOnSignals:
 def _use_compilation_cache() -> None:
     """Reuse compiled XLA programs across runs (~/.cache/fmnist/xla): later commands start seconds faster."""
     from fmnist import engine
+    from fmnist.trials import COMPILE_CACHE_DIR
 
-    engine.enable_compilation_cache(data.cache_dir() / "xla")
+    engine.enable_compilation_cache(data.cache_dir() / COMPILE_CACHE_DIR)
 
 
 def _load(data_dir: Path | None):
@@ -631,9 +645,6 @@ class _TrialsBar:
         self.bar.update(self.task, total=p.work_total, completed=p.work_done, trials=trials, left=text)
 
 
-TRIALS_DIR = ".trials"  # under an experiment's --out: trials finished so far (an interrupted run continues)
-
-
 @app.command()
 def experiment(
     name: Annotated[
@@ -654,13 +665,13 @@ def experiment(
 
     Finished trials are kept (in OUT/.trials) until the report is written: after a kill, the same command runs only the missing ones and writes the same report.
     """  # noqa: E501 (one paragraph: Typer keeps line breaks)
-    from fmnist import experiment_report
+    from fmnist import experiment_report, trials
     from fmnist import experiments as ex
 
     names = ex.resolve_names(name)
     if seeds < 1:
         raise FmnistError(f"--seeds must be at least 1, got {seeds}.")
-    workers = ex.DEFAULT_WORKERS if workers is None else workers
+    workers = trials.DEFAULT_WORKERS if workers is None else workers
     target = out_dir or Path("runs") / "experiments" / name
     dataset = _load(data_dir)  # verifies (or downloads) once here
     in_process = executor is Executor.local and workers == 0
@@ -674,7 +685,7 @@ def experiment(
         )
         if value is not None and not (flag == "--epochs-scale" and value == 1.0)
     )  # fmt: skip
-    store = ex.TrialStore(target / TRIALS_DIR, ex.data_fingerprint(dataset))  # kept until the report is written
+    store = trials.TrialStore(target / trials.TRIALS_DIR, trials.data_fingerprint(dataset))  # kept until the report
     bar = _TrialsBar(f"experiment {name}", workers)
     with bar.bar:
         results = ex.run_experiments(
@@ -709,6 +720,7 @@ NOT_FIXED_BY_SWEEP = {  # train flags a sweep replaces or cannot take
     "seed": "use --seeds N",
     "out_dir": "it has its own --out",
     "devices": "each trial trains on one device (--workers or Ray spread the trials)",
+    "resume": "a sweep continues from its .trials/ by itself: run the same command again",
 }
 
 
@@ -764,15 +776,16 @@ def sweep(
     in_process = executor is Executor.local and workers == 0
     if in_process:
         _use_compilation_cache()
+    store = sw.TrialStore(out_dir / sw.TRIALS_DIR, sw.data_fingerprint(dataset))  # kept with the runs
     if restart:
-        sw.TrialStore(out_dir / sw.TRIALS_DIR).clear()
+        store.clear()
     command = " ".join(["fmnist sweep", *(f"--set {s}" for s in sets or []), f"--seeds {seeds}", *ctx.args])
     bar = _TrialsBar("sweep", workers)
     with bar.bar:
         result = sw.run_sweep(
             base, grid, seeds, out_dir, workers=workers, executor=executor.value, ray_address=ray_address,
             progress=bar, dataset=dataset if in_process or executor is Executor.ray else None,
-            data_dir=base.data_dir,
+            data_dir=base.data_dir, store=store,
         )  # fmt: skip
     paths = sw.write_report(result, out_dir, command=command)
     table = Table(*(Column(h) if h == "point" else Column(h, justify="right", no_wrap=True) for h in sw.TABLE_HEAD))

@@ -10,7 +10,6 @@ embeds its figures as data URIs and has no scripts or links, so it reads offline
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -39,12 +38,10 @@ def _table_rows(result: ExperimentResult) -> tuple[list[str], list[list[str]]]:
 
 
 def _figure_pngs(result: ExperimentResult) -> dict[str, bytes]:
-    pngs = {}
-    for name, fig in result.experiment.figures(result.records).items():
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        pngs[f"{result.experiment.name}-{name}.png"] = buf.getvalue()
-    return pngs
+    from fmnist.plots import png_bytes
+
+    figures = result.experiment.figures(result.records)
+    return {f"{result.experiment.name}-{name}.png": png_bytes(fig) for name, fig in figures.items()}
 
 
 def _setup_line(results: Results, command: str | None) -> str:

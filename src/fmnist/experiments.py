@@ -42,18 +42,7 @@ from fmnist.data import NUM_CLASSES
 from fmnist.errors import FmnistError, RunError
 from fmnist.models import ModelSpec
 from fmnist.train import TrainConfig
-from fmnist.trials import (  # noqa: F401 (re-exported: experiments' trials are fmnist.trials')
-    DEFAULT_WORKERS,
-    Progress,
-    Stat,
-    Trial,
-    TrialStore,
-    data_fingerprint,
-    dense_params,
-    differs,
-    run_trial,
-    run_trials,
-)
+from fmnist.trials import DEFAULT_WORKERS, Progress, Stat, Trial, TrialStore, differs, run_trials
 
 DEFAULT_SEEDS = 3  # runs per variant; mean ± std over them
 TUTORIAL_EPOCHS = 5  # the tutorial's model.fit(..., epochs=5)

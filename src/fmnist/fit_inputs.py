@@ -61,6 +61,11 @@ def class_weights(y: np.ndarray, class_weight) -> np.ndarray:
     return np.array([class_weight.get(int(c), 1.0) for c in classes], np.float32)[inverse.reshape(-1)]
 
 
+def train_size(n: int, validation_split: float) -> int:
+    """How many of ``n`` images train under ``validation_split`` (Model.fit's cut: the rest validate)."""
+    return math.floor(n * (1.0 - validation_split)) if validation_split else n
+
+
 def split_validation(x, y, sw, validation_data, validation_split):
     """(x, y, weights) to train on and (x, y, weights) to validate on, as Model.fit splits them."""
     if validation_data is not None:
@@ -81,7 +86,7 @@ def split_validation(x, y, sw, validation_data, validation_split):
     if validation_split == 0.0:
         return (x, y, sw), None
     # As Model.fit: the last fraction of the data (and of the sample weights), taken before any shuffling.
-    cut = math.floor(len(x) * (1.0 - validation_split))
+    cut = train_size(len(x), validation_split)
     if cut == 0 or cut == len(x):
         raise ModelError(f"validation_split={validation_split} leaves an empty training or validation set.")
     head, tail = (None, None) if sw is None else (sw[:cut], sw[cut:])

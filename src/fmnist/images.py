@@ -76,6 +76,13 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
         raise ImageError(f"{path} cannot be read: permission denied.") from e
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 image array as PNG bytes (what `fmnist predict --save-images` writes and the server returns)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "the image") -> Image.Image:
     """``load_image`` for bytes already in memory (an upload): the same checks, errors naming ``name``."""
     if not data:

@@ -35,6 +35,13 @@ class Figure(matplotlib.figure.Figure):
         return buffer.getvalue()
 
 
+def png_bytes(figure, dpi: int = 100) -> bytes:
+    """A figure as PNG bytes, trimmed to its contents: what run directories and reports embed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
 def image(img: np.ndarray, title: str = "") -> Figure:
     """One 28×28 image, the tutorial's ``plt.imshow(training_images[42])`` with a colour bar."""
     fig = Figure(figsize=(4, 4))

@@ -12,7 +12,6 @@ evaluation, the report and the server use, in one batch per call.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -198,9 +197,7 @@ def save_preprocessed(predictions: Iterable[Prediction], directory: str | os.Pat
         while name in taken:  # two inputs with one name (a.jpg and a.png, or two folders)
             name, n = f"{stem}-{n}.png", n + 1
         taken.add(name)
-        buf = io.BytesIO()
-        Image.fromarray(p.image).save(buf, "PNG")
-        written.append(runs.write_bytes(directory / name, buf.getvalue()))
+        written.append(runs.write_bytes(directory / name, images.png_bytes(p.image)))
     return written
 
 

@@ -9,9 +9,10 @@ headline metrics, the per-class table, the top confusions, the confusion matrix,
 mistakes the model makes while confident, its most and least confident predictions, a
 reliability diagram, the learning curves with the per-epoch history, and the config.
 
-The predictions come from one ``engine.predict_proba`` pass that feeds both the metrics
-(``engine.evaluate(..., probs=...)``) and the figures. JAX, Keras and matplotlib are
-imported inside ``write_run_report`` only, so listing and comparing runs stays fast.
+The predictions come from one forward pass (``engine.evaluate(..., return_probs=True)``,
+or the probabilities the train job already computed) that feeds the metrics and the figures.
+JAX, Keras and matplotlib are imported inside ``write_run_report`` only, so listing and
+comparing runs stays fast.
 """
 
 from __future__ import annotations

@@ -100,9 +100,9 @@ def read_object(path: Path) -> dict:
 
 def save_figure(path: Path, figure) -> Path:
     """Save a matplotlib Figure as PNG atomically."""
-    buf = io.BytesIO()
-    figure.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return write_bytes(path, buf.getvalue())
+    from fmnist.plots import png_bytes
+
+    return write_bytes(path, png_bytes(figure))
 
 
 def save_model(path: Path, model) -> Path:

@@ -46,14 +46,23 @@ from fmnist import runs
 from fmnist.errors import FmnistError
 from fmnist.models import ModelSpec
 from fmnist.train import TrainConfig
-from fmnist.trials import DEFAULT_WORKERS, Progress, Stat, Trial, TrialStore, data_fingerprint, differs, run_trials
+from fmnist.trials import (
+    DEFAULT_WORKERS,
+    TRIALS_DIR,
+    Progress,
+    Stat,
+    Trial,
+    TrialStore,
+    data_fingerprint,
+    differs,
+    run_trials,
+)  # fmt: skip
 
 DEFAULT_SEEDS = 2  # trials per grid point; mean ± std over them
 VALIDATION_SPLIT = 0.1  # held out of every trial's training images when its config holds none out
 CHOOSE_BY = "val_accuracy"  # the number the best point is chosen by (higher is better): held-out images
 LAYER_JOIN = "x"  # hidden=512x256: one value, two layers
 VIEW_JOIN = "+"  # eval_views=identity+flip: one value, two views
-TRIALS_DIR = ".trials"  # kept trial results, under the sweep's folder (kept with the runs: a grid can grow)
 REPORT_FILE = "report.html"
 RESULTS_FILE = "sweep.json"
 MAX_SERIES = 6  # lines per plot panel (one per setting of the other fields); more: the best of them per value
@@ -271,6 +280,7 @@ def run_sweep(
     progress: Callable[[Progress], None] | None = None,
     dataset: tuple | None = None,
     data_dir: str | None = None,
+    store: TrialStore | None = None,
 ) -> SweepResult:
     """Train every point of ``grid`` once per seed into ``out/<point>_seed=<k>/``, and rank the points.
 
@@ -286,9 +296,10 @@ def run_sweep(
     planned = [(p, s, Trial(p.config(base, s), run_dir=str(out / p.run_name(s)))) for s in seeds for p in grid_points]
     # Seed by seed, longest first within a seed: workers stay balanced, and seed 1 finds seed 0's programs compiled.
     planned.sort(key=lambda pst: (pst[1], -pst[2].cost))
-    from fmnist import data
+    if store is None:
+        from fmnist import data
 
-    store = TrialStore(out / TRIALS_DIR, data_fingerprint(dataset or data.load_data(data_dir)))
+        store = TrialStore(out / TRIALS_DIR, data_fingerprint(dataset or data.load_data(data_dir)))
     workers = DEFAULT_WORKERS if workers is None else workers
     start = time.perf_counter()
     outcomes = run_trials(
@@ -420,12 +431,9 @@ def results_json(result: SweepResult) -> dict:
 
 def write_report(result: SweepResult, out: Path, command: str | None = None) -> dict[str, Path]:
     """Write report.html (self-contained, ``templates/sweep_report.html``) and sweep.json into ``out``."""
-    import io
-
     from fmnist import pages
+    from fmnist.plots import png_bytes
 
-    buf = io.BytesIO()
-    figure(result).savefig(buf, format="png", dpi=100, bbox_inches="tight")
     fixed = ", ".join(f"{k}={format_value(tuple(v) if isinstance(v, list) else v)}" for k, v in
                       fixed_settings(result.base).items())  # fmt: skip
     setup = (
@@ -445,7 +453,7 @@ def write_report(result: SweepResult, out: Path, command: str | None = None) -> 
         rows=table_rows(result),
         best_rank=1 if result.best else None,
         failures=result.failures,
-        png=buf.getvalue(),
+        png=png_bytes(figure(result)),
     )
     out = Path(out)
     return {

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist import augment, data, engine, models, parallel, plots, runs
+from fmnist import augment, data, engine, fit_inputs, models, parallel, plots, runs
 from fmnist._backend import keras
 from fmnist.errors import CheckpointError, FmnistError, Interrupted, RunError
 
@@ -290,14 +290,18 @@ def plan_steps(config: TrainConfig, x_train, x_test, started: float, distributio
     Processes of one job train the same steps: process 0's plan.
     """
     probe = build(config, total_steps=1)
-    chunk = engine.default_chunk_steps(probe)
+    per_epoch = -(-fit_inputs.train_size(len(x_train), config.validation_split) // config.batch_size)
+    chunk = min(engine.default_chunk_steps(probe), per_epoch)  # as engine.fit chunks an epoch
+    # Steps in each of the probe's chunks: an epoch's whole chunks, then its remainder, epoch after epoch.
+    pattern = [min(chunk, per_epoch - k) for k in range(0, per_epoch, chunk)]
+    sizes = (pattern * PROBE_CHUNKS)[:PROBE_CHUNKS]
     clock = ChunkClock()
     y = np.zeros(len(x_train), np.int64)  # labels don't change the program's cost
-    probe_steps = PROBE_CHUNKS * chunk
-    _fit(probe, config, x_train, y, epochs=1, max_steps=probe_steps, callbacks=[clock], distribution=distribution)
-    chunk_s = float(np.median(np.diff(clock.times[1:])))  # steady chunks (the first one compiled)
-    step_s = chunk_s / chunk
-    compile_s = max(0.0, clock.times[1] - clock.times[0] - chunk_s)
+    _fit(probe, config, x_train, y, epochs=PROBE_CHUNKS, max_steps=sum(sizes), callbacks=[clock],
+         distribution=distribution)  # fmt: skip
+    chunk_seconds = np.diff(clock.times)
+    step_s = float(np.median(chunk_seconds[1:] / np.array(sizes[1:])))  # steady chunks (the first one compiled)
+    compile_s = max(0.0, chunk_seconds[0] - step_s * sizes[0])
     views = augment.with_identity(config.eval_views)  # as engine.evaluate computes them
     sample = x_test[: engine.INFER_BATCH]
     t0 = time.perf_counter()
@@ -425,8 +429,7 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
             stage.mkdir(parents=True, exist_ok=True)  # the config as run (planned steps included) comes first
             runs.write_json(stage / runs.CONFIG_FILE, config.to_json())
         resumable = {"checkpoint": Checkpointer(out, should_stop), "resume_from": resume_from}
-    fit_images = len(x_train) - int(len(x_train) * config.validation_split)
-    per_epoch = -(-fit_images // config.batch_size)
+    per_epoch = -(-fit_inputs.train_size(len(x_train), config.validation_split) // config.batch_size)
     epochs = config.epochs if config.steps is None else -(-config.steps // per_epoch)
     model = build(config, total_steps=config.steps or epochs * per_epoch)
     timer = EpochTimer()

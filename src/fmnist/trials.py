@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmnist import runs
+from fmnist import fit_inputs, runs
 from fmnist.data import IMAGE_SHAPE
 from fmnist.errors import FmnistError, ModelError, RunError
 from fmnist.models import ModelSpec
@@ -64,6 +64,7 @@ RAY_EXTRA = "pip install 'fmnist[ray]'"
 # folder and the import path (a source checkout run with PYTHONPATH).
 RAY_FORWARDED_ENV = ("KERAS_BACKEND", "FMNIST_CACHE_DIR", "PYTHONPATH")
 CHECK_IMAGES = 1000  # images handed to fit() by a check-only trial (all ten classes occur in them)
+TRIALS_DIR = ".trials"  # under an experiment's or sweep's folder: trials finished so far (a rerun continues)
 COMPILE_CACHE_DIR = "xla"  # JAX's persistent compilation cache, under fmnist's cache folder (see data.cache_dir)
 # Trial cost model (seconds), for longest-first ordering and the time-left estimate only;
 # fitted to the seed model (~1 s/epoch) and the 1024-wide one (~10 s/epoch) on the 2-core machine.
@@ -172,7 +173,7 @@ def held_out(config: TrainConfig, x, y):
     """The validation images ``config`` holds out: the last fraction of its training images, as fit() cuts them."""
     if config.train_limit:
         x, y = x[: config.train_limit], y[: config.train_limit]
-    cut = math.floor(len(x) * (1.0 - config.validation_split))
+    cut = fit_inputs.train_size(len(x), config.validation_split)
     return x[cut:], y[cut:]
 
 
@@ -375,7 +376,6 @@ def make_executor(
         return RayExecutor(
             _init_worker, ("", dataset, data_dir), env=ray_env(xla_flags), address=ray_address, num_cpus=workers
         )
-    raise FmnistError(f"unknown executor {executor!r}: use {' or '.join(EXECUTORS)}.")
 
 
 # --------------------------------------------------------------------------- many trials

@@ -12,7 +12,6 @@ the event loop only moves bytes.
 from __future__ import annotations
 
 import base64
-import io
 import json
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -137,7 +136,8 @@ async def photo_body(request: Request) -> bytes:
 
 
 def prepare_photo(data: bytes, max_pixels: int, name: str = "the uploaded image") -> np.ndarray:
-    """Photo bytes -> the uint8 28×28 image ``fmnist predict`` would make of them (400/413 if it cannot)."""
+    """Photo bytes -> the uint8 28×28 image, by ``fmnist predict``'s preprocessing under ``--max-pixels``
+    (400 if it cannot be decoded, 413 if it has more pixels)."""
     from fmnist import images
 
     try:
@@ -149,11 +149,9 @@ def prepare_photo(data: bytes, max_pixels: int, name: str = "the uploaded image"
 
 
 def png_base64(image: np.ndarray) -> str:
-    from PIL import Image
+    from fmnist import images
 
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(images.png_bytes(image)).decode("ascii")
 
 
 # --------------------------------------------------------------------------- routes

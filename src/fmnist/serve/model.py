@@ -24,6 +24,7 @@ import numpy as np
 
 from fmnist import runs
 from fmnist.data import IMAGE_SHAPE
+from fmnist.errors import FmnistError
 from fmnist.serve.config import MODEL_ALIAS, ServeConfig
 from fmnist.serve.protocols import RequestError
 
@@ -135,7 +136,6 @@ class ModelService:
                 break
             size *= 2
         self.input_name = predictor.model.inputs[0].name if predictor.model.inputs else self.input_name
-        self.facts["views"] = list(predictor.views)
         self.predictor = predictor
 
     def _forward(self, pixels: np.ndarray) -> np.ndarray:
@@ -168,7 +168,12 @@ def _facts(run_dir: Path | None) -> dict:
     """What the page shows about the model: its description and test accuracy, when the run has them."""
     if run_dir is None:
         return {"description": None, "accuracy": None}
-    config_path, metrics_path = run_dir / runs.CONFIG_FILE, run_dir / runs.METRICS_FILE
-    config = runs.read_json(config_path) if config_path.is_file() else {}
-    metrics = runs.read_json(metrics_path) if metrics_path.is_file() else {}
+
+    def optional(name: str) -> dict:  # page text only: a missing or damaged file leaves it out
+        try:
+            return runs.read_object(run_dir / name)
+        except FmnistError:
+            return {}
+
+    config, metrics = optional(runs.CONFIG_FILE), optional(runs.METRICS_FILE)
     return {"description": config.get("model_description"), "accuracy": metrics.get("accuracy")}

@@ -72,14 +72,24 @@ def cnn(seed=0, **spec):
     return models.compile_model(models.build_model(models.ModelSpec(**spec)))
 
 
-def test_conv_model_trained_by_fit_matches_model_fit(tiny_data):
+@pytest.mark.parametrize("pool_first", [False, True])
+def test_conv_model_trained_by_fit_matches_model_fit(tiny_data, pool_first):
     """Same batches, same initial weights: the patch conv and block pool train as Keras' ops do."""
     x, y = tiny_data[0][:96], tiny_data[1][:96]
-    ours, theirs = cnn(), cnn()
+    ours, theirs = cnn(pool_first=pool_first), cnn(pool_first=pool_first)
     engine.fit(ours, x, y, epochs=2, batch_size=32, shuffle=False)
     theirs.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
     for a, b in zip(ours.get_weights(), theirs.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
+
+
+def test_pool_first_pools_each_conv_before_its_normalisation():
+    def kinds(**spec):
+        return [type(layer).__name__ for layer in cnn(**spec).layers if type(layer).__name__ != "Rescaling"]
+
+    block = ["Conv2D", "BatchNormalization", "Activation", "MaxPooling2D"]
+    assert kinds()[1:9] == block * 2
+    assert kinds(pool_first=True)[1:9] == ["Conv2D", "MaxPooling2D", "BatchNormalization", "Activation"] * 2
 
 
 def test_saved_conv_model_is_plain_keras_and_predicts_identically(tiny_data, tmp_path):

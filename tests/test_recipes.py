@@ -130,17 +130,18 @@ def test_recipe_best_smoke_run_and_overrides(dataset, tmp_path):
     """`--recipe best --limit N` is a quick trial; flags beside it change only their own field."""
     out = tmp_path / "best"
     args = ["train", "--recipe", "best", "--limit", "256", "--conv-filters", "4", "--conv-filters", "8",
-            "--conv-filters", "8", "--batch-size", "64", "--out", str(out)]  # fmt: skip
+            "--conv-filters", "8", "--batch-size", "32", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     config, best = load_config(out), recipes.get("best").config
-    assert config.batch_size == 64 and config.model.conv_filters == (4, 8, 8)
+    assert config.batch_size == 32 != best.batch_size and config.model.conv_filters == (4, 8, 8)
+    assert config.model.pool_first == best.model.pool_first  # the recipe's other model fields stay
     assert config.time_budget is None and config.epochs == 1  # --limit: one pass over N images
     for field in ("optimizer", "learning_rate", "label_smoothing", "augment_shift", "eval_views", "recipe", "ema"):
         assert getattr(config, field) == getattr(best, field), field
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["views"] == ["identity", "flip"] and 0 <= metrics["accuracy_single_view"] <= 1
-    assert json.loads((out / "config.json").read_text())["steps_run"] == 4
+    assert json.loads((out / "config.json").read_text())["steps_run"] == 8
     assert "recipe best" in result.output and "flip views" in result.output
 
 

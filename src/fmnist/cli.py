@@ -274,10 +274,10 @@ def parse_duration(text: str) -> float:
 
 
 def _train_config(
-    recipe, hidden, activation, arch, conv_filters, dropout, normalize, epochs, batch_size, optimizer, learning_rate,
-    momentum, nesterov, weight_decay, schedule, label_smoothing, augment_shift, augment_flip, ema, eval_views,
-    time_budget, steps, validation_split, stop_at_loss, stop_at_accuracy, early_stopping, seed, limit, data_dir,
-    devices=None,
+    recipe, hidden, activation, arch, conv_filters, pool_first, dropout, normalize, epochs, batch_size, optimizer,
+    learning_rate, momentum, nesterov, weight_decay, schedule, label_smoothing, augment_shift, augment_flip, ema,
+    eval_views, time_budget, steps, validation_split, stop_at_loss, stop_at_accuracy, early_stopping, seed, limit,
+    data_dir, devices=None,
 ):  # fmt: skip
     """The TrainConfig that `fmnist train`'s flags describe (None: not typed): the recipe's, or the
     defaults, with every typed flag overriding its field. `fmnist sweep` maps the same flags."""
@@ -289,7 +289,8 @@ def _train_config(
     base = recipes.get(recipe).config if recipe else TrainConfig()
     spec_fields = {
         "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
-        "conv_filters": tuple(conv_filters) if conv_filters else None, "normalize": normalize,
+        "conv_filters": tuple(conv_filters) if conv_filters else None, "pool_first": pool_first,
+        "normalize": normalize,
     }  # fmt: skip
     fields = {
         "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
@@ -324,6 +325,10 @@ def train(
     arch: Annotated[str | None, Opt(help="mlp (the tutorial's), cnn or vgg. [default: mlp]")] = None,
     conv_filters: Annotated[
         list[int] | None, Opt(help="cnn/vgg: filters per conv block; repeat. [default: 32 64]")
+    ] = None,
+    pool_first: Annotated[
+        bool | None,
+        Opt("--pool-first/--no-pool-first", help="cnn: max-pool each conv before BatchNorm+relu. [default: no]"),
     ] = None,
     dropout: Annotated[float | None, Opt(help="Dropout after each hidden layer. [default: 0]")] = None,
     normalize: Annotated[
@@ -389,8 +394,9 @@ def train(
     from fmnist.errors import RunError
 
     flags = dict(
-        recipe=recipe, hidden=hidden, activation=activation, arch=arch, conv_filters=conv_filters, dropout=dropout,
-        normalize=normalize, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+        recipe=recipe, hidden=hidden, activation=activation, arch=arch, conv_filters=conv_filters,
+        pool_first=pool_first, dropout=dropout, normalize=normalize, epochs=epochs, batch_size=batch_size,
+        optimizer=optimizer, learning_rate=learning_rate,
         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
         label_smoothing=label_smoothing, augment_shift=augment_shift, augment_flip=augment_flip, ema=ema,
         eval_views=eval_views, time_budget=time_budget, steps=steps, validation_split=validation_split,

@@ -18,10 +18,11 @@ import dataclasses
 import json
 import time
 
-from fmnist import recipes, train
+from fmnist import fit_inputs, recipes, train
 from fmnist.models import ModelSpec
 
 VALIDATION_SPLIT = 0.1
+TRAINING_IMAGES = 60_000  # the dataset's training split, before the validation cut
 CONV = {"arch": "cnn", "conv_filters": (32, 64), "hidden": (128,)}
 CANDIDATES = {  # name -> the fields changed from the recipe as it stood before (batch 128, conv → BN → relu → pool)
     "base": {"model": ModelSpec(**CONV), "batch_size": 128, "learning_rate": 0.2},
@@ -39,7 +40,7 @@ def candidate(name: str, epochs: float, seed: int) -> train.TrainConfig:
     config = dataclasses.replace(
         recipes.get("best").config, time_budget=None, validation_split=VALIDATION_SPLIT, seed=seed, **CANDIDATES[name]
     )
-    train_images = round(60_000 * (1 - VALIDATION_SPLIT))
+    train_images = fit_inputs.train_size(TRAINING_IMAGES, VALIDATION_SPLIT)  # the cut fit itself makes
     return dataclasses.replace(config, steps=int(epochs * train_images / config.batch_size))
 
 

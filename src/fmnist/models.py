@@ -57,16 +57,12 @@ class ModelSpec:
         widths = "-".join(map(str, self.hidden)) or "none"
         filters = "-".join(map(str, self.conv_filters))
         body = {"mlp": f"mlp {widths}", "cnn": f"cnn {filters} / {widths}", "vgg": f"vgg {filters}"}[self.arch]
-        pool_first = self.pool_first and self.arch == "cnn"
-        extras = [
-            e
-            for e, on in (
-                ("pool first", pool_first),
-                ("raw pixels", not self.normalize),
-                (f"dropout {self.dropout}", self.dropout),
-            )
-            if on
-        ]
+        flags = (
+            ("pool first", self.pool_first and self.arch == "cnn"),
+            ("raw pixels", not self.normalize),
+            (f"dropout {self.dropout}", self.dropout),
+        )
+        extras = [e for e, on in flags if on]
         return body + (f" ({', '.join(extras)})" if extras else "")
 
 

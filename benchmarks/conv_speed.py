@@ -4,7 +4,9 @@ Networks (fmnist.models.build_model; PyTorch mirrors them layer for layer, weigh
   cnn  Rescaling → [conv3×3 (no bias) → BatchNorm → relu → maxpool 2]×(32, 64) → Flatten →
        Dense 128 relu → Dense 10 softmax                       (`fmnist train --arch cnn`)
   cnn-pf  the same with each block conv3×3 → maxpool 2 → BatchNorm → relu
-                                                                (the best recipe's network)
+                                                                (the best recipe's until 2026-12-01)
+  cnn-s   conv 32 → maxpool 2 → BatchNorm → relu, then conv 64 and conv 128 at stride 2 (each
+          → BatchNorm → relu), Dense 128                        (the best recipe's network)
   vgg  conv 32-32-pool-64-64-pool-128 (each conv → BatchNorm → relu) → global max pool →
        Dense 10 softmax                                         (the issue's PyTorch reference net)
 Adam (lr 1e-3), cross-entropy, batches of uint8 images divided by 255 inside the step. Each
@@ -18,7 +20,7 @@ PyTorch runs at its best on this CPU: channels_last memory format (the faster
 layout here), 2 threads, foreach Adam; its default NCHW layout is timed too. Results:
 BENCHMARKS.md. Needs the bench extra: pip install -e '.[bench]'.
 
-    python benchmarks/conv_speed.py [--reps 5] [--images 6400] [--nets cnn:32,cnn:128,cnn-pf:64,vgg:128]
+    python benchmarks/conv_speed.py [--reps 5] [--images 6400] [--nets cnn:32,cnn:128,cnn-s:64,vgg:128]
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from fmnist.train import EpochTimer
 SPECS = {
     "cnn": models.ModelSpec(arch="cnn"),
     "cnn-pf": models.ModelSpec(arch="cnn", pool_first=True),
+    "cnn-s": models.ModelSpec(arch="cnn", conv_filters=(32, 64, 128), conv_strides=(1, 2, 2), pool_first=True),
     "vgg": models.ModelSpec(arch="vgg", conv_filters=(32, 64, 128)),
 }
 
@@ -60,16 +63,22 @@ def fmnist_trainer(spec, x, y, batch_size):
 
 
 def torch_net(spec, nn):
-    def cbr(i, o):
-        return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o, eps=1e-3, momentum=0.01), nn.ReLU()]
+    def cbr(i, o, stride=1):
+        conv = nn.Conv2d(i, o, 3, stride=stride, padding=1, bias=False)
+        return [conv, nn.BatchNorm2d(o, eps=1e-3, momentum=0.01), nn.ReLU()]
 
     if spec.arch == "cnn":
-        layers, cin = [], 1
-        for f in spec.conv_filters:
-            conv, *norm_relu = cbr(cin, f)
-            layers += [conv, nn.MaxPool2d(2), *norm_relu] if spec.pool_first else [conv, *norm_relu, nn.MaxPool2d(2)]
+        layers, cin, side = [], 1, 28
+        for f, stride in zip(spec.conv_filters, spec.conv_strides or [1] * len(spec.conv_filters), strict=True):
+            conv, *norm_relu = cbr(cin, f, stride)
+            if stride > 1:  # the same output size as Keras' SAME padding; its pixel offset may differ
+                layers += [conv, *norm_relu]
+                side = -(-side // stride)
+            else:
+                pooled = [conv, nn.MaxPool2d(2), *norm_relu] if spec.pool_first else [conv, *norm_relu, nn.MaxPool2d(2)]
+                layers += pooled
+                side //= 2
             cin = f
-        side = 28 // 2 ** len(spec.conv_filters)
         return nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * side * side, 128), nn.ReLU(), nn.Linear(128, 10))
     a, b, c = spec.conv_filters
     return nn.Sequential(
@@ -108,7 +117,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="timed passes per trainer")
     parser.add_argument("--images", type=int, default=6400, help="training images per pass")
-    parser.add_argument("--nets", default="cnn:32,cnn:128,cnn-pf:64,vgg:128", help="network:batch pairs")
+    parser.add_argument("--nets", default="cnn:32,cnn:128,cnn-s:64,vgg:128", help="network:batch pairs")
     args = parser.parse_args()
 
     import torch

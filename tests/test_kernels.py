@@ -13,8 +13,8 @@ from fmnist import engine, kernels, models
 from fmnist._backend import keras
 
 
-def lax_conv(x, k, padding):
-    return jax.lax.conv_general_dilated(x, k, (1, 1), padding.upper(), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def lax_conv(x, k, padding, strides=(1, 1)):
+    return jax.lax.conv_general_dilated(x, k, strides, padding.upper(), dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def lax_max_pool(x, k):
@@ -22,20 +22,25 @@ def lax_max_pool(x, k):
 
 
 @pytest.mark.parametrize(
-    ("shape", "kernel", "padding"),
+    ("shape", "kernel", "padding", "strides"),
     [
-        ((2, 28, 28, 1), (3, 3, 1, 4), "same"),
-        ((3, 7, 9, 5), (3, 3, 5, 6), "valid"),
-        ((2, 6, 6, 3), (2, 2, 3, 2), "same"),
+        ((2, 28, 28, 1), (3, 3, 1, 4), "same", (1, 1)),
+        ((3, 7, 9, 5), (3, 3, 5, 6), "valid", (1, 1)),
+        ((2, 6, 6, 3), (2, 2, 3, 2), "same", (1, 1)),
+        ((2, 14, 14, 3), (3, 3, 3, 4), "same", (2, 2)),  # even size: SAME pads 0 before, 1 after
+        ((2, 7, 9, 2), (3, 3, 2, 3), "same", (2, 2)),  # odd sizes: ceil(7 / 2) = 4 rows out
+        ((1, 9, 8, 2), (3, 2, 2, 3), "valid", (2, 3)),
     ],
 )
-def test_patch_conv_equals_xla_conv_with_gradients(shape, kernel, padding):
+def test_patch_conv_equals_xla_conv_with_gradients(shape, kernel, padding, strides):
     rng = np.random.default_rng(0)
     x, k = jnp.asarray(rng.normal(size=shape), jnp.float32), jnp.asarray(rng.normal(size=kernel), jnp.float32)
-    np.testing.assert_allclose(kernels.conv2d_patches(x, k, padding), lax_conv(x, k, padding), rtol=1e-4, atol=1e-4)
+    ours, theirs = kernels.conv2d_patches(x, k, padding, strides), lax_conv(x, k, padding, strides)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
     def loss(conv):
-        return lambda x, k: jnp.sum(jnp.sin(conv(x, k, padding)))
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k, padding, strides)))
 
     ours, theirs = jax.grad(loss(kernels.conv2d_patches), (0, 1))(x, k), jax.grad(loss(lax_conv), (0, 1))(x, k)
     for a, b in zip(ours, theirs, strict=True):
@@ -58,11 +63,11 @@ def test_keras_ops_are_routed_only_inside_the_block_and_fall_back_when_unsupport
 
     before = keras_jax_nn.conv
     x = np.random.default_rng(2).normal(size=(1, 8, 8, 2)).astype(np.float32)
-    strided = keras.layers.Conv2D(3, 3, strides=2)  # not a stride-1 conv: Keras' own op
-    plain = np.asarray(strided(x))
+    dilated = keras.layers.Conv2D(3, 3, dilation_rate=2)  # not a form kernels.py has: Keras' own op
+    plain = np.asarray(dilated(x))
     with kernels.cpu_kernels():
         assert keras_jax_nn.conv is not before
-        np.testing.assert_allclose(np.asarray(strided(x)), plain, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(dilated(x)), plain, rtol=1e-6)
     assert keras_jax_nn.conv is before
 
 
@@ -72,11 +77,11 @@ def cnn(seed=0, **spec):
     return models.compile_model(models.build_model(models.ModelSpec(**spec)))
 
 
-@pytest.mark.parametrize("pool_first", [False, True])
-def test_conv_model_trained_by_fit_matches_model_fit(tiny_data, pool_first):
+@pytest.mark.parametrize("spec", [{}, {"pool_first": True}, {"pool_first": True, "conv_strides": (1, 2)}])
+def test_conv_model_trained_by_fit_matches_model_fit(tiny_data, spec):
     """Same batches, same initial weights: the patch conv and block pool train as Keras' ops do."""
     x, y = tiny_data[0][:96], tiny_data[1][:96]
-    ours, theirs = cnn(pool_first=pool_first), cnn(pool_first=pool_first)
+    ours, theirs = cnn(**spec), cnn(**spec)
     engine.fit(ours, x, y, epochs=2, batch_size=32, shuffle=False)
     theirs.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
     for a, b in zip(ours.get_weights(), theirs.get_weights(), strict=True):
@@ -90,6 +95,17 @@ def test_pool_first_pools_each_conv_before_its_normalisation():
     block = ["Conv2D", "BatchNormalization", "Activation", "MaxPooling2D"]
     assert kinds()[1:9] == block * 2
     assert kinds(pool_first=True)[1:9] == ["Conv2D", "MaxPooling2D", "BatchNormalization", "Activation"] * 2
+
+
+def test_a_strided_block_downsamples_by_its_stride_instead_of_pooling():
+    model = cnn(pool_first=True, conv_strides=(1, 2))
+    kinds = [type(layer).__name__ for layer in model.layers if type(layer).__name__ != "Rescaling"]
+    pooled, strided = ["Conv2D", "MaxPooling2D", "BatchNormalization", "Activation"], kinds[5:9]
+    assert kinds[1:5] == pooled and strided == ["Conv2D", "BatchNormalization", "Activation", "Flatten"]
+    assert model.get_layer("conv1").strides == (2, 2) and model.get_layer("flatten").output.shape == (None, 7 * 7 * 8)
+    assert "strides 1-2" in models.ModelSpec(arch="cnn", conv_strides=(1, 2)).describe()
+    with pytest.raises(models.ModelError, match=r"one positive stride per conv block \(2 blocks"):
+        models.ModelSpec(arch="cnn", conv_filters=(32, 64), conv_strides=(2,))
 
 
 def test_saved_conv_model_is_plain_keras_and_predicts_identically(tiny_data, tmp_path):

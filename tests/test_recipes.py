@@ -56,6 +56,26 @@ def test_translate_is_an_exact_zero_padded_shift():
     np.testing.assert_array_equal(out[1], x[1])
 
 
+def test_erasing_blanks_one_rectangle_of_the_chosen_images_and_is_deterministic_per_key():
+    x = jax.numpy.full((400, 28, 28), 200, jax.numpy.uint8)
+    key = jax.random.PRNGKey(3)
+    out = np.asarray(augment.erase(x, key, 0.5))
+    np.testing.assert_array_equal(out, np.asarray(augment.erase(x, key, 0.5)))
+    assert set(np.unique(out)) <= {0, 200}  # pixels are kept or blanked to the background, nothing else
+    blank = out == 0
+    erased = blank.any(axis=(1, 2))
+    assert 0.4 < erased.mean() < 0.6  # about p of the images
+    for image in blank[erased]:  # exactly one axis-aligned rectangle, of the drawn size
+        rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+        assert image.sum() == len(rows) * len(cols) and np.ptp(rows) == len(rows) - 1 and np.ptp(cols) == len(cols) - 1
+        lo, hi = augment.ERASE_AREA
+        assert lo * 784 * 0.5 <= image.sum() <= hi * 784 * 1.5  # rounding to whole pixels
+    assert not np.array_equal(out, np.asarray(augment.erase(x, jax.random.fold_in(key, 1), 0.5)))
+    np.testing.assert_array_equal(np.asarray(augment.erase(x, key, 0.0)), np.asarray(x))
+    assert (np.asarray(augment.erase(x, key, 1.0)) == 0).any(axis=(1, 2)).all()
+    assert augment.Augment(shift=0, flip=False, erase=0.25).active
+
+
 def small_cnn(seed=0):
     keras.utils.set_random_seed(seed)
     spec = models.ModelSpec(arch="vgg", conv_filters=(4, 8))
@@ -140,9 +160,10 @@ def test_recipe_best_smoke_run_and_overrides(dataset, tmp_path):
     for field in ("optimizer", "learning_rate", "label_smoothing", "augment_shift", "eval_views", "recipe", "ema"):
         assert getattr(config, field) == getattr(best, field), field
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["views"] == ["identity", "flip"] and 0 <= metrics["accuracy_single_view"] <= 1
+    assert metrics["views"] == list(best.eval_views) and 0 <= metrics["accuracy_single_view"] <= 1
     assert json.loads((out / "config.json").read_text())["steps_run"] == 8
-    assert "recipe best" in result.output and "flip views" in result.output
+    assert "recipe best" in result.output and f"{' + '.join(best.eval_views)} views" in result.output
+    assert config.model.conv_strides == best.model.conv_strides
 
 
 def test_recipes_command_lists_every_recipe():

@@ -182,7 +182,7 @@ def test_a_second_writer_is_refused_at_once(tmp_path):
 # --------------------------------------------------------------------------- config.json schema
 def test_config_json_is_versioned_and_nothing_is_dropped_silently():
     record = TrainConfig().to_json()
-    assert record["schema"] == 1 and config_from_json(record) == TrainConfig()
+    assert record["schema"] == 2 and config_from_json(record) == TrainConfig()
     with pytest.raises(RunError, match=r"unknown TrainConfig fields \['epoch'\]"):
         config_from_json(record | {"epoch": 3})
     with pytest.raises(RunError, match=r"lacks the config fields \['seed'\]"):
@@ -192,6 +192,11 @@ def test_config_json_is_versioned_and_nothing_is_dropped_silently():
     # schema 0 (no "schema" key): missing fields take their defaults, the documented migration
     old = {k: v for k, v in record.items() if k not in ("schema", "ema", "eval_views")} | {"epochs": 3}
     assert config_from_json(old) == TrainConfig(epochs=3)
+    # schema 1 lacks only the fields added since (augment_erase): they take their defaults
+    v1 = {k: v for k, v in record.items() if k != "augment_erase"} | {"schema": 1}
+    assert config_from_json(v1) == TrainConfig()
+    with pytest.raises(RunError, match=r"lacks the config fields \['seed'\]"):
+        config_from_json({k: v for k, v in v1.items() if k != "seed"})
 
 
 # --------------------------------------------------------------------------- killed processes

@@ -2,9 +2,12 @@
 
 Fashion-MNIST centres each article and scales its long edge to 28 pixels on a black
 background, so a shifted image is padded with the background value 0 (not reflected),
-and shifts stay small (±2 px). Training augmentation runs inside the compiled training
-program, keyed by the run's seed and the step number: deterministic for a seed, different
-at every step, no Python loop over images.
+and shifts stay small (±2 px). Random erasing (Zhong et al., 2017) blanks a random
+rectangle of some images to that same background, as if part of the article were hidden.
+
+Training augmentation runs inside the compiled training program, keyed by the run's seed
+and the step number: deterministic for a seed, different at every step, no Python loop
+over images.
 
 Test-time views are deterministic transforms; ``engine.predict_proba(..., views=...)``
 averages the model's probabilities over them.
@@ -29,25 +32,54 @@ VIEWS = {
 }
 
 
+# Random erasing's rectangle, as in Zhong et al.: its area a uniform fraction of the image's, its
+# aspect ratio (height / width) log-uniform, so tall and wide rectangles are equally likely.
+ERASE_AREA = (0.02, 0.4)
+ERASE_ASPECT = (0.3, 3.3)
+
+
 @dataclass(frozen=True)
 class Augment:
-    """Random translation (zero padding) and horizontal flip, one draw per image per step."""
+    """Random translation (zero padding), horizontal flip and erasing, one draw per image per step."""
 
     shift: int = 2  # largest translation in pixels, each axis (0 = none)
     flip: bool = True  # mirror half the images left-right
+    erase: float = 0.0  # probability of blanking a random rectangle of an image (0 = never)
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
-        k_shift, k_flip = jax.random.split(key)
+        k_shift, k_flip, k_erase = jax.random.split(key, 3)
         if self.shift:
             x = translate(x, jax.random.randint(k_shift, (x.shape[0], 2), -self.shift, self.shift + 1), self.shift)
         if self.flip:
             mirror = jax.random.bernoulli(k_flip, 0.5, (x.shape[0],))
             x = jnp.where(mirror[:, None, None], x[:, :, ::-1], x)
+        if self.erase:
+            x = erase(x, k_erase, self.erase)
         return x
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.flip)
+        return bool(self.shift or self.flip or self.erase)
+
+
+def erase(x: jax.Array, key: jax.Array, p: float) -> jax.Array:
+    """Blank one random rectangle (see ERASE_AREA, ERASE_ASPECT) to 0 in a fraction ``p`` of the images."""
+    n, h, w = x.shape[:3]
+    k_on, k_area, k_aspect, k_y, k_x = jax.random.split(key, 5)
+    area = jax.random.uniform(k_area, (n,), minval=ERASE_AREA[0], maxval=ERASE_AREA[1]) * h * w
+    log_aspect = jax.random.uniform(k_aspect, (n,), minval=jnp.log(ERASE_ASPECT[0]), maxval=jnp.log(ERASE_ASPECT[1]))
+    eh = jnp.clip(jnp.round(jnp.sqrt(area * jnp.exp(log_aspect))), 1, h).astype(jnp.int32)
+    ew = jnp.clip(jnp.round(jnp.sqrt(area / jnp.exp(log_aspect))), 1, w).astype(jnp.int32)
+    y0 = jax.random.randint(k_y, (n,), 0, h - eh + 1)  # the rectangle lies inside the image
+    x0 = jax.random.randint(k_x, (n,), 0, w - ew + 1)
+    rows = jnp.arange(h)[None, :, None]
+    cols = jnp.arange(w)[None, None, :]
+    inside = (
+        (rows >= y0[:, None, None]) & (rows < (y0 + eh)[:, None, None])
+        & (cols >= x0[:, None, None]) & (cols < (x0 + ew)[:, None, None])
+    )  # fmt: skip
+    on = jax.random.bernoulli(k_on, p, (n,))[:, None, None]
+    return jnp.where(on & inside, jnp.zeros_like(x), x)
 
 
 def translate(x: jax.Array, offsets: jax.Array, pad: int) -> jax.Array:

@@ -274,10 +274,10 @@ def parse_duration(text: str) -> float:
 
 
 def _train_config(
-    recipe, hidden, activation, arch, conv_filters, pool_first, dropout, normalize, epochs, batch_size, optimizer,
-    learning_rate, momentum, nesterov, weight_decay, schedule, label_smoothing, augment_shift, augment_flip, ema,
-    eval_views, time_budget, steps, validation_split, stop_at_loss, stop_at_accuracy, early_stopping, seed, limit,
-    data_dir, devices=None,
+    recipe, hidden, activation, arch, conv_filters, conv_strides, pool_first, dropout, normalize, epochs, batch_size,
+    optimizer, learning_rate, momentum, nesterov, weight_decay, schedule, label_smoothing, augment_shift, augment_flip,
+    augment_erase, ema, eval_views, time_budget, steps, validation_split, stop_at_loss, stop_at_accuracy,
+    early_stopping, seed, limit, data_dir, devices=None,
 ):  # fmt: skip
     """The TrainConfig that `fmnist train`'s flags describe (None: not typed): the recipe's, or the
     defaults, with every typed flag overriding its field. `fmnist sweep` maps the same flags."""
@@ -289,14 +289,16 @@ def _train_config(
     base = recipes.get(recipe).config if recipe else TrainConfig()
     spec_fields = {
         "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
-        "conv_filters": tuple(conv_filters) if conv_filters else None, "pool_first": pool_first,
+        "conv_filters": tuple(conv_filters) if conv_filters else None,
+        "conv_strides": tuple(conv_strides) if conv_strides else None, "pool_first": pool_first,
         "normalize": normalize,
     }  # fmt: skip
     fields = {
         "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
         "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
-        "label_smoothing": label_smoothing, "augment_shift": augment_shift, "augment_flip": augment_flip, "ema": ema,
-        "eval_views": tuple(eval_views) if eval_views else None, "steps": steps,
+        "label_smoothing": label_smoothing, "augment_shift": augment_shift, "augment_flip": augment_flip,
+        "augment_erase": augment_erase, "ema": ema, "eval_views": tuple(eval_views) if eval_views else None,
+        "steps": steps,
         "time_budget": parse_duration(time_budget) if time_budget is not None else None,
         "validation_split": validation_split, "stop_at_loss": stop_at_loss, "stop_at_accuracy": stop_at_accuracy,
         "early_stopping": early_stopping, "seed": seed, "train_limit": limit, "devices": devices,
@@ -326,6 +328,10 @@ def train(
     conv_filters: Annotated[
         list[int] | None, Opt(help="cnn/vgg: filters per conv block; repeat. [default: 32 64]")
     ] = None,
+    conv_strides: Annotated[
+        list[int] | None,
+        Opt("--conv-stride", help="cnn: each block's conv stride; repeat, one per block. [default: 1 each, pooled]"),
+    ] = None,
     pool_first: Annotated[
         bool | None,
         Opt("--pool-first/--no-pool-first", help="cnn: max-pool each conv before BatchNorm+relu. [default: no]"),
@@ -351,6 +357,9 @@ def train(
     augment_shift: Annotated[int | None, Opt(help="Augment: random shifts up to N px. [default: 0]")] = None,
     augment_flip: Annotated[
         bool | None, Opt("--augment-flip/--no-augment-flip", help="Augment: random left-right mirroring.")
+    ] = None,
+    augment_erase: Annotated[
+        float | None, Opt(help="Augment: blank a random rectangle of this fraction of the images. [default: 0]")
     ] = None,
     ema: Annotated[float | None, Opt(help="Average the weights (EMA momentum, e.g. 0.99). [default: off]")] = None,
     eval_views: Annotated[
@@ -395,11 +404,12 @@ def train(
 
     flags = dict(
         recipe=recipe, hidden=hidden, activation=activation, arch=arch, conv_filters=conv_filters,
-        pool_first=pool_first, dropout=dropout, normalize=normalize, epochs=epochs, batch_size=batch_size,
-        optimizer=optimizer, learning_rate=learning_rate,
+        conv_strides=conv_strides, pool_first=pool_first, dropout=dropout, normalize=normalize, epochs=epochs,
+        batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
-        label_smoothing=label_smoothing, augment_shift=augment_shift, augment_flip=augment_flip, ema=ema,
-        eval_views=eval_views, time_budget=time_budget, steps=steps, validation_split=validation_split,
+        label_smoothing=label_smoothing, augment_shift=augment_shift, augment_flip=augment_flip,
+        augment_erase=augment_erase, ema=ema, eval_views=eval_views, time_budget=time_budget, steps=steps,
+        validation_split=validation_split,
         stop_at_loss=stop_at_loss, stop_at_accuracy=stop_at_accuracy, early_stopping=early_stopping, seed=seed,
         limit=limit, devices=devices,
     )  # fmt: skip

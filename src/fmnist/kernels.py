@@ -5,15 +5,15 @@ with ``keras.saving.load_model``); only while fmnist traces a training step or i
 pass on the CPU does ``cpu_kernels()`` route those two ops here. Same maths, different
 XLA:CPU programs (benchmarks/conv_speed.py, BENCHMARKS.md):
 
-- a stride-1 convolution as one matrix product over its image patches ("im2col"):
+- a convolution (any stride) as one matrix product over its image patches ("im2col"):
   in a whole conv training step it beat XLA's own convolution, and unlike it stays fast
   inside a compiled loop of steps (XLA's convolution made a looped step ~6x slower);
 - non-overlapping max pooling as a reshape and a max, with a gradient that routes each
   window's gradient to its first maximum, as XLA's ``select_and_scatter`` does, but in
   elementwise code: the gradient of ``lax.reduce_window`` max took most of a conv step.
 
-Anything else (strides, dilation, groups, channels_first, overlapping pools, other
-backends than the CPU) goes to Keras' own implementation unchanged.
+Anything else (dilation, groups, channels_first, overlapping pools, other backends than
+the CPU) goes to Keras' own implementation unchanged.
 """
 
 from __future__ import annotations
@@ -29,16 +29,21 @@ MAX_PATCH = 9  # kernels up to 3x3 are unrolled into patches; larger ones keep X
 
 
 # --------------------------------------------------------------------------- convolution
-def conv2d_patches(x, kernel, padding: str):
-    """NHWC ``x`` (n, h, w, cin) * HWIO ``kernel`` (kh, kw, cin, cout), stride 1, as one matmul."""
+def conv2d_patches(x, kernel, padding: str, strides: tuple[int, int] = (1, 1)):
+    """NHWC ``x`` (n, h, w, cin) * HWIO ``kernel`` (kh, kw, cin, cout) with ``strides``, as one matmul."""
     kh, kw, cin, cout = kernel.shape
-    if padding == "same":  # as XLA's SAME: the extra row/column of an even kernel goes last
-        ph, pw = kh - 1, kw - 1
+    sh, sw = strides
+    if padding == "same":  # as XLA's SAME: output ceil(size / stride), the odd padding pixel goes last
+        ph = max((-(-x.shape[1] // sh) - 1) * sh + kh - x.shape[1], 0)
+        pw = max((-(-x.shape[2] // sw) - 1) * sw + kw - x.shape[2], 0)
         x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
     n, h, w, _ = x.shape
-    oh, ow = h - kh + 1, w - kw + 1
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     # Patches in (row, column, channel) order: the order of kernel.reshape(kh * kw * cin, cout).
-    patches = jnp.concatenate([x[:, i : i + oh, j : j + ow] for i in range(kh) for j in range(kw)], axis=-1)
+    patches = jnp.concatenate(
+        [x[:, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw] for i in range(kh) for j in range(kw)],
+        axis=-1,
+    )
     out = _matmul(patches.reshape(n * oh * ow, kh * kw * cin), kernel.reshape(kh * kw * cin, cout))
     return out.reshape(n, oh, ow, cout)
 
@@ -67,7 +72,6 @@ def _conv(keras_conv, inputs, kernel, strides=1, padding="valid", data_format=No
     ok = (
         inputs.ndim == 4
         and _channels_last(data_format)
-        and _all_one(strides)
         and _all_one(dilation_rate)
         and str(padding).lower() in ("same", "valid")
         and kernel.shape[-2] == inputs.shape[-1]  # no grouped convolutions
@@ -75,7 +79,8 @@ def _conv(keras_conv, inputs, kernel, strides=1, padding="valid", data_format=No
     )
     if not ok:
         return keras_conv(inputs, kernel, strides, padding, data_format, dilation_rate)
-    return conv2d_patches(jnp.asarray(inputs, kernel.dtype), jnp.asarray(kernel), str(padding).lower())
+    x = jnp.asarray(inputs, kernel.dtype)
+    return conv2d_patches(x, jnp.asarray(kernel), str(padding).lower(), _pair(strides))
 
 
 # --------------------------------------------------------------------------- max pooling

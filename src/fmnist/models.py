@@ -33,16 +33,23 @@ class ModelSpec:
     dropout: float = 0.0  # dropout rate after each hidden layer (0 = none, as in the tutorial)
     conv_filters: tuple[int, ...] = (32, 64)  # cnn, vgg: filters of each block of 3×3 convs
     pool_first: bool = False  # cnn: max-pool each conv's output before BatchNorm and relu (4x less work after it)
+    conv_strides: tuple[int, ...] = ()  # cnn: each block's conv stride (empty: all 1); a strided block is not pooled
     flatten: bool = True  # False reproduces the tutorial's missing-Flatten mistake
     output_units: int = NUM_CLASSES  # != 10 reproduces the tutorial's wrong-output-width mistake
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
+        object.__setattr__(self, "conv_strides", tuple(int(s) for s in self.conv_strides))
         if self.arch not in ("mlp", "cnn", "vgg"):
             raise ModelError(f"unknown architecture {self.arch!r}: use 'mlp', 'cnn' or 'vgg'.")
         if self.arch != "mlp" and (not self.conv_filters or min(self.conv_filters) < 1):
             raise ModelError(f"conv filters must be positive, got {list(self.conv_filters)}.")
+        if self.conv_strides and (len(self.conv_strides) != len(self.conv_filters) or min(self.conv_strides) < 1):
+            raise ModelError(
+                f"conv strides {list(self.conv_strides)} need one positive stride per conv block "
+                f"({len(self.conv_filters)} blocks: {list(self.conv_filters)})."
+            )
         if any(h < 1 for h in self.hidden):
             raise ModelError(f"hidden layer widths must be positive, got {list(self.hidden)}.")
         if self.activation not in ACTIVATIONS:
@@ -59,6 +66,7 @@ class ModelSpec:
         body = {"mlp": f"mlp {widths}", "cnn": f"cnn {filters} / {widths}", "vgg": f"vgg {filters}"}[self.arch]
         flags = (
             ("pool first", self.pool_first and self.arch == "cnn"),
+            ("strides " + "-".join(map(str, self.conv_strides)), any(s > 1 for s in self.conv_strides)),
             ("raw pixels", not self.normalize),
             (f"dropout {self.dropout}", self.dropout),
         )
@@ -72,7 +80,9 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist") -> keras.Mo
     - mlp: [Rescaling] → Flatten → Dense(hidden, activation)… → Dense(10, softmax): the tutorial's.
     - cnn: per width in ``conv_filters`` a block conv3×3 → BatchNorm → relu → 2×2 max pool
       (``pool_first``: conv3×3 → 2×2 max pool → BatchNorm → relu, which normalises a quarter
-      of the values), then Flatten → Dense(hidden)… → Dense(10, softmax).
+      of the values), then Flatten → Dense(hidden)… → Dense(10, softmax). A block whose
+      ``conv_strides`` entry is s > 1 is conv3×3 with stride s → BatchNorm → relu: the stride
+      downsamples instead of the pool, and the conv computes a quarter of the outputs (s = 2).
     - vgg: per width two conv3×3 → BatchNorm → relu (one in the last block), 2×2 max pool
       between blocks, then a global max pool → Dense(10, softmax); ``hidden`` is not used.
       (32, 64, 128) is the 5-conv reference net of benchmarks/time_to_accuracy.py.
@@ -84,9 +94,13 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist") -> keras.Mo
         layers.append(keras.layers.Reshape((*IMAGE_SHAPE, 1)))
     if spec.arch == "cnn":
         for i, filters in enumerate(spec.conv_filters):
-            conv, *norm_relu = _conv_bn_relu(filters, f"{i}")
+            stride = spec.conv_strides[i] if spec.conv_strides else 1
+            conv, *norm_relu = _conv_bn_relu(filters, f"{i}", stride)
             pool = keras.layers.MaxPooling2D(2)
-            layers += [conv, pool, *norm_relu] if spec.pool_first else [conv, *norm_relu, pool]
+            if stride > 1:
+                layers += [conv, *norm_relu]
+            else:
+                layers += [conv, pool, *norm_relu] if spec.pool_first else [conv, *norm_relu, pool]
     if spec.arch == "vgg":
         last = len(spec.conv_filters) - 1
         for i, filters in enumerate(spec.conv_filters):
@@ -105,9 +119,9 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist") -> keras.Mo
     return keras.Sequential(layers, name=name)
 
 
-def _conv_bn_relu(filters: int, suffix: str) -> list:
+def _conv_bn_relu(filters: int, suffix: str, stride: int = 1) -> list:
     return [
-        keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{suffix}"),
+        keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"conv{suffix}"),
         keras.layers.BatchNormalization(name=f"bn{suffix}"),
         keras.layers.Activation("relu"),
     ]

@@ -29,10 +29,12 @@ from fmnist._backend import keras
 from fmnist.errors import CheckpointError, FmnistError, Interrupted, RunError
 
 SCHEDULES = ("constant", "one-cycle")
-# config.json's layout. 1: a "schema" key, and every TrainConfig field present. Files without
-# the key (schema 0, written before it existed) are migrated: fields they lack take their
-# defaults, which is how those runs were trained (each field was added with a neutral default).
-CONFIG_SCHEMA = 1
+# config.json's layout. 1: a "schema" key, and every TrainConfig field present; 2: the same, with
+# the fields of FIELDS_SINCE[2]. Older files are migrated: fields added after their schema take
+# their defaults, which is how those runs were trained (each field was added with a neutral
+# default); files without the key (schema 0, written before it existed) may lack any field.
+CONFIG_SCHEMA = 2
+FIELDS_SINCE = {2: ("augment_erase",)}
 # What config.json records about a run beside its TrainConfig (written by save_run).
 RUN_RECORD_KEYS = frozenset(
     {"schema", "created", "train_seconds", "phase_seconds", "epochs_run", "steps_run", "params",
@@ -57,6 +59,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # train on targets (1 - s) one-hot + s / 10; the reported loss is plain
     augment_shift: int = 0  # training augmentation: random translation by up to this many pixels (0-padded)
     augment_flip: bool = False  # training augmentation: mirror half the images left-right
+    augment_erase: float = 0.0  # training augmentation: probability of blanking a random rectangle of an image
     ema: float | None = None  # weight averaging: momentum of an exponential moving average of the weights
     eval_views: tuple[str, ...] = ("identity",)  # test-time views averaged by evaluate/predict (fmnist.augment)
     time_budget: float | None = None  # seconds for the whole run (compile, train, evaluate): plans ``steps``
@@ -87,6 +90,8 @@ class TrainConfig:
             raise FmnistError("label smoothing and warm-up fraction must be in [0, 1).")
         if self.augment_shift < 0 or (self.ema is not None and not 0.0 < self.ema < 1.0):
             raise FmnistError("augment_shift must be >= 0 and ema a momentum in (0, 1).")
+        if not 0.0 <= self.augment_erase <= 1.0:
+            raise FmnistError(f"augment_erase is a probability in [0, 1], got {self.augment_erase}.")
         if self.steps is not None and self.steps < 1:
             raise FmnistError(f"steps must be at least 1, got {self.steps}.")
         if self.devices < 1 or self.batch_size % self.devices:
@@ -232,7 +237,7 @@ def _fit(model, config: TrainConfig, x, y, *, epochs: int, max_steps: int | None
     """engine.fit as ``config`` says; ``fit_kwargs``: engine.fit's checkpoint, resume_from, distribution."""
     if config.label_smoothing:
         y = np.eye(data.NUM_CLASSES, dtype=np.float32)[y]  # the smoothed loss takes one-hot targets
-    augment_fn = augment.Augment(config.augment_shift, config.augment_flip)
+    augment_fn = augment.Augment(config.augment_shift, config.augment_flip, config.augment_erase)
     return engine.fit(
         model, x, y, epochs=epochs, batch_size=config.batch_size, validation_split=config.validation_split,
         callbacks=callbacks, seed=config.seed, augment=augment_fn if augment_fn.active else None, max_steps=max_steps,
@@ -276,18 +281,24 @@ class ChunkClock(keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
-PROBE_CHUNKS = 4  # compiled chunks the time-budget probe trains: compilation, then steady chunks
+# The time-budget probe. On the 2-core machine a 16-step chunk of the best recipe's conv net took
+# 0.33-0.42 s, and the mean over 20 chunks wandered by ±7% within one epoch; 4 chunks (the old
+# probe) once planned 19 ms a step for a run that then trained at 25. So the probe times 11 steady
+# chunks (the first one compiles) and plans with steps PACE_MARGIN slower than their mean: a whole
+# run also pays its progress and checkpoint callbacks (an epoch alone: 23.8 ms a step; in a run: 25.0).
+PROBE_CHUNKS = 12
+PACE_MARGIN = 1.05
 
 
 def plan_steps(config: TrainConfig, x_train, x_test, started: float, distribution=None) -> int:
     """How many training steps fit in ``config.time_budget`` seconds counted from ``started``.
 
-    Measured now, on this machine, with a throwaway copy of the model: a few compiled chunks
-    of steps (the first includes compilation, the median of the others gives the step time)
-    and the test-set forward pass with the run's views. What is left after what has been spent, a second
-    compilation (the real run's schedule differs), the evaluation and FINISH_SECONDS,
-    divided by the step time. Recorded in config.json as ``steps``: a rerun replays it.
-    Processes of one job train the same steps: process 0's plan.
+    Measured now, on this machine, with a throwaway copy of the model: PROBE_CHUNKS compiled
+    chunks of steps (the first includes compilation; the mean of the others, times PACE_MARGIN,
+    gives the step time) and the test-set forward pass with the run's views. What is left after
+    what has been spent, a second compilation (the real run's schedule differs), the evaluation
+    and FINISH_SECONDS, divided by the step time. Recorded in config.json as ``steps``: a rerun
+    replays it. Processes of one job train the same steps: process 0's plan.
     """
     probe = build(config, total_steps=1)
     per_epoch = -(-fit_inputs.train_size(len(x_train), config.validation_split) // config.batch_size)
@@ -300,8 +311,9 @@ def plan_steps(config: TrainConfig, x_train, x_test, started: float, distributio
     _fit(probe, config, x_train, y, epochs=PROBE_CHUNKS, max_steps=sum(sizes), callbacks=[clock],
          distribution=distribution)  # fmt: skip
     chunk_seconds = np.diff(clock.times)
-    step_s = float(np.median(chunk_seconds[1:] / np.array(sizes[1:])))  # steady chunks (the first one compiled)
-    compile_s = max(0.0, chunk_seconds[0] - step_s * sizes[0])
+    measured_s = float(np.sum(chunk_seconds[1:]) / np.sum(sizes[1:]))  # steady chunks (the first one compiled)
+    compile_s = max(0.0, chunk_seconds[0] - measured_s * sizes[0])
+    step_s = PACE_MARGIN * measured_s
     views = augment.with_identity(config.eval_views)  # as engine.evaluate computes them
     sample = x_test[: engine.INFER_BATCH]
     t0 = time.perf_counter()
@@ -488,7 +500,7 @@ def load_config(run_dir: Path) -> TrainConfig:
 
 
 def config_from_json(record: dict, where: Path | str = runs.CONFIG_FILE) -> TrainConfig:
-    """A config.json's content -> TrainConfig: schema checked, schema 0 migrated, nothing dropped silently."""
+    """A config.json's content -> TrainConfig: schema checked, older schemas migrated, nothing dropped silently."""
     if not isinstance(record, dict):
         raise RunError(f"{where} does not hold a JSON object: it is not an fmnist config.")
     schema = record.get("schema", 0)
@@ -497,10 +509,11 @@ def config_from_json(record: dict, where: Path | str = runs.CONFIG_FILE) -> Trai
             f"{where} has config schema {schema!r}; this fmnist reads schemas 0-{CONFIG_SCHEMA}: upgrade it."
         )
     fields = {k: v for k, v in record.items() if k not in RUN_RECORD_KEYS}
-    missing = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(fields))
+    newer = {name for since, names in FIELDS_SINCE.items() if since > schema for name in names}
+    missing = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(fields) - newer)
     if schema >= 1 and missing:
         raise RunError(f"{where} lacks the config fields {missing}: it was not written whole; retrain the run.")
     try:
-        return TrainConfig.from_dict(fields)  # schema 0: missing fields take their defaults (see CONFIG_SCHEMA)
+        return TrainConfig.from_dict(fields)  # fields newer than the file take their defaults (see CONFIG_SCHEMA)
     except FmnistError as e:
         raise RunError(f"{where}: {e}") from e

@@ -88,20 +88,21 @@ def test_conv_model_trained_by_fit_matches_model_fit(tiny_data, spec):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
 
 
-def test_pool_first_pools_each_conv_before_its_normalisation():
-    def kinds(**spec):
-        return [type(layer).__name__ for layer in cnn(**spec).layers if type(layer).__name__ != "Rescaling"]
+def kinds(**spec):
+    """The layer types of ``cnn(**spec)`` after its Rescaling."""
+    return [type(layer).__name__ for layer in cnn(**spec).layers if type(layer).__name__ != "Rescaling"]
 
+
+def test_pool_first_pools_each_conv_before_its_normalisation():
     block = ["Conv2D", "BatchNormalization", "Activation", "MaxPooling2D"]
     assert kinds()[1:9] == block * 2
     assert kinds(pool_first=True)[1:9] == ["Conv2D", "MaxPooling2D", "BatchNormalization", "Activation"] * 2
 
 
 def test_a_strided_block_downsamples_by_its_stride_instead_of_pooling():
-    model = cnn(pool_first=True, conv_strides=(1, 2))
-    kinds = [type(layer).__name__ for layer in model.layers if type(layer).__name__ != "Rescaling"]
-    pooled, strided = ["Conv2D", "MaxPooling2D", "BatchNormalization", "Activation"], kinds[5:9]
-    assert kinds[1:5] == pooled and strided == ["Conv2D", "BatchNormalization", "Activation", "Flatten"]
+    model, layers = cnn(pool_first=True, conv_strides=(1, 2)), kinds(pool_first=True, conv_strides=(1, 2))
+    pooled, strided = ["Conv2D", "MaxPooling2D", "BatchNormalization", "Activation"], layers[5:9]
+    assert layers[1:5] == pooled and strided == ["Conv2D", "BatchNormalization", "Activation", "Flatten"]
     assert model.get_layer("conv1").strides == (2, 2) and model.get_layer("flatten").output.shape == (None, 7 * 7 * 8)
     assert "strides 1-2" in models.ModelSpec(arch="cnn", conv_strides=(1, 2)).describe()
     with pytest.raises(models.ModelError, match=r"one positive stride per conv block \(2 blocks"):

@@ -72,6 +72,7 @@ def _conv(keras_conv, inputs, kernel, strides=1, padding="valid", data_format=No
     ok = (
         inputs.ndim == 4
         and _channels_last(data_format)
+        and min(_pair(strides)) >= 1
         and _all_one(dilation_rate)
         and str(padding).lower() in ("same", "valid")
         and kernel.shape[-2] == inputs.shape[-1]  # no grouped convolutions

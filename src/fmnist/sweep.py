@@ -8,8 +8,8 @@
 How a sweep works, and why:
 - ``FIELD=V1,V2,...`` names any TrainConfig field or model field (hidden, arch, activation,
   dropout, conv_filters, conv_strides, pool_first, normalize), with dashes or underscores. Commas
-  separate the grid's values; a multi-layer value joins its layers with ``x``: ``hidden=128,512x256`` is two
-  values, one layer of 128 and two layers of 512 then 256. Test-time views join with ``+``
+  separate the grid's values; a multi-layer value joins its layers with ``x``: ``hidden=128,512x256``
+  is two values, one layer of 128 and two layers of 512 then 256. Test-time views join with ``+``
   (``eval_views=identity,identity+flip``); ``none`` is None (or no layers) where a field allows it.
 - Choose on validation, report on test. Every trial holds out the last VALIDATION_SPLIT of
   its training images (unless the config holds some out already); the best point is the one

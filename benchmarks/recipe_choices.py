@@ -1,6 +1,6 @@
-"""How the `best` recipe was chosen: candidate TrainConfigs scored on the validation split.
+"""How the `best` and `mlp` recipes were chosen: candidate TrainConfigs scored on the validation split.
 
-Each candidate is the `best` recipe with some fields changed, trained on the first 90% of
+Each candidate is its recipe (`--recipe`, `best` unless told) with some fields changed, trained on the first 90% of
 the training images and scored on the last 10% (6,000 images, which the test set never
 replaces: choose on validation, report on test). Two ways to compare:
 
@@ -16,6 +16,8 @@ VIEW_SETS; test accuracy for the record only. Results: BENCHMARKS.md ("How best 
 
     python benchmarks/recipe_choices.py --epochs 14 --candidates base,batch64,pool-first-batch64
     python benchmarks/recipe_choices.py --time-budget 300 --candidates pool-first-32-64,stride-64-128
+    python benchmarks/recipe_choices.py --epochs 65.186 --candidates stride-64-128,erase-0.25,hidden-256
+    python benchmarks/recipe_choices.py --recipe mlp --epochs 5 --seeds 0,1,2,3
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ VALIDATION_SPLIT = 0.1
 TRAINING_IMAGES = 60_000  # the dataset's training split, before the validation cut
 CONV = {"arch": "cnn", "conv_filters": (32, 64), "hidden": (128,)}
 POOL_FIRST = ModelSpec(**CONV, pool_first=True)
-CANDIDATES = {  # name -> the fields changed from the recipe
+STRIDED = dataclasses.replace(POOL_FIRST, conv_filters=(32, 64, 128), conv_strides=(1, 2, 2))
+CANDIDATES = {  # name -> the fields changed from the best recipe
     # 2026-12-01, first round, from conv 32-64 with pooling last, batch 128 (--epochs 14)
     "base": {"model": ModelSpec(**CONV), "batch_size": 128, "learning_rate": 0.2},
     "hidden256-dropout": {
@@ -51,12 +54,27 @@ CANDIDATES = {  # name -> the fields changed from the recipe
     # third round: strided convs instead of the second pool (--time-budget 300)
     "stride-64": {"model": dataclasses.replace(POOL_FIRST, conv_strides=(1, 2))},
     "stride-128": {"model": dataclasses.replace(POOL_FIRST, conv_filters=(32, 128), conv_strides=(1, 2))},
-    "stride-64-128": {"model": dataclasses.replace(POOL_FIRST, conv_filters=(32, 64, 128), conv_strides=(1, 2, 2))},
-    "stride-64-128-erase": {
-        "model": dataclasses.replace(POOL_FIRST, conv_filters=(32, 64, 128), conv_strides=(1, 2, 2)),
-        "augment_erase": 0.25,
-    },
+    "stride-64-128": {"model": STRIDED},
+    "stride-64-128-erase": {"model": STRIDED, "augment_erase": 0.25},
+    # fourth round, from the strided recipe at 15 minutes' steps (--epochs 65.186: 55,000 steps)
+    "erase-0.25": {"augment_erase": 0.25},
+    "hidden-256": {"model": dataclasses.replace(STRIDED, hidden=(256,))},
+    # a step 1.39x the recipe's (--epochs 46.815: 39,500 steps, the same seconds)
+    "conv-32-64-256": {"model": dataclasses.replace(STRIDED, conv_filters=(32, 64, 256))},
 }
+MLP = ModelSpec()
+MLP_CANDIDATES = {  # name -> the fields changed from the mlp recipe (--recipe mlp --epochs 5)
+    "mlp-before": {"model": MLP, "learning_rate": 2e-3},  # the recipe until 2026-12-01
+    "batch16": {"model": MLP, "batch_size": 16, "learning_rate": 1.5e-3},
+    "adamw": {"model": MLP, "learning_rate": 2e-3, "optimizer": "adamw", "weight_decay": 0.05},
+    "dropout-0.1": {"model": ModelSpec(dropout=0.1), "learning_rate": 2e-3},
+    "ema-0.999": {"model": MLP, "learning_rate": 2e-3, "ema": 0.999},
+    "sgd-nesterov": {"model": MLP, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True},
+    "standardize": {"learning_rate": 2e-3},
+    "standardize-lr3e-3": {},  # the recipe now
+    "standardize-no-smoothing": {"learning_rate": 2e-3, "label_smoothing": 0.0},
+}
+CHOICES = {"best": CANDIDATES, "mlp": MLP_CANDIDATES}  # recipe -> its candidates
 VIEW_SETS = {
     "one view": ("identity",),
     "+ flip": ("identity", "flip"),
@@ -64,10 +82,11 @@ VIEW_SETS = {
 }
 
 
-def candidate(name: str, seed: int, epochs: float | None, time_budget: float | None) -> train.TrainConfig:
+def candidate(recipe: str, name: str, seed: int, epochs: float | None, time_budget: float | None) -> train.TrainConfig:
+    changes = CHOICES[recipe][name]
     config = dataclasses.replace(
-        recipes.get("best").config, validation_split=VALIDATION_SPLIT, seed=seed, time_budget=time_budget,
-        eval_views=("identity",), **CANDIDATES[name],
+        recipes.get(recipe).config, validation_split=VALIDATION_SPLIT, seed=seed, time_budget=time_budget,
+        eval_views=("identity",), **changes,
     )  # fmt: skip
     if time_budget is not None:
         return config
@@ -80,23 +99,26 @@ def main():
     how = parser.add_mutually_exclusive_group()
     how.add_argument("--epochs", type=float, default=14, help="epochs per candidate (the default)")
     how.add_argument("--time-budget", type=float, help="seconds per candidate, as `fmnist train --time-budget`")
-    parser.add_argument("--candidates", default=",".join(CANDIDATES), help=f"from {', '.join(CANDIDATES)}")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", choices=list(CHOICES), default="best", help="whose candidates")
+    parser.add_argument("--candidates", help=f"from {', '.join(CANDIDATES)} (best), {', '.join(MLP_CANDIDATES)} (mlp)")
+    parser.add_argument("--seeds", default="0", help="comma-separated; each candidate trains once per seed")
     args = parser.parse_args()
+    names = args.candidates.split(",") if args.candidates else list(CHOICES[args.recipe])
     dataset = data.load_data()
     (x_train, y_train), _ = dataset
     cut = fit_inputs.train_size(len(x_train), VALIDATION_SPLIT)  # the cut fit itself makes
     x_val, y_val = x_train[cut:], y_train[cut:]
-    for name in args.candidates.split(","):
+    for name, seed in ((n, int(s)) for n in names for s in args.seeds.split(",")):
         t = time.perf_counter()
-        result = train.train(candidate(name, args.seed, args.epochs, args.time_budget), dataset=dataset, started=t)
+        config = candidate(args.recipe, name, seed, args.epochs, args.time_budget)
+        result = train.train(config, dataset=dataset, started=t)
         wall = time.perf_counter() - t
         val = {
             k: round(float((engine.predict_proba(result.model, x_val, views=v).argmax(1) == y_val).mean()), 4)
             for k, v in VIEW_SETS.items()
         }
         row = {
-            "candidate": name, "steps": result.config.steps, "val_accuracy": val,
+            "candidate": name, "seed": seed, "steps": result.config.steps, "val_accuracy": val,
             "train_seconds": round(result.train_seconds, 1), "wall_seconds": round(wall, 1),
             "test_accuracy_one_view": result.metrics["accuracy"],
         }  # fmt: skip

@@ -189,6 +189,33 @@ def test_saved_model_loads_with_plain_keras_and_gives_same_predictions(tiny_data
     assert engine.evaluate(loaded, x, y) == engine.evaluate(model, x, y)
 
 
+def test_standardize_uses_the_training_images_statistics_floors_the_std_and_survives_saving(tiny_data, tmp_path):
+    from fmnist import runs, train
+
+    x, y = tiny_data
+    x = x.copy()
+    x[:, 0, 0] = 7  # a constant pixel: its std is 0, so it is divided by the floor
+    config = train.TrainConfig(model=models.ModelSpec(standardize=True), epochs=1, validation_split=0.25)
+    model = train.build(config, total_steps=10, x_train=x[:150])
+    layer = model.get_layer(models.STANDARDIZE_LAYER)
+    out = np.asarray(layer(x[:150].astype(np.float32) / 255))
+    np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-4)
+    spread = out.std(axis=0)
+    assert spread[0, 0] == 0.0 and np.allclose(np.delete(spread.ravel(), 0), 1.0, atol=1e-3)
+    bright = x[:1].copy()
+    bright[0, 0, 0] = 255  # one stray pixel moves its input by (255 - 7) / 255 / STD_FLOOR, no more
+    assert np.asarray(layer(bright.astype(np.float32) / 255))[0, 0, 0] == pytest.approx(248 / 255 / models.STD_FLOOR)
+
+    result = train.train(config, dataset=((x, y), (x[:20], y[:20])))  # statistics of the 150 that train, not all 200
+    trained = np.asarray(result.model.get_layer(models.STANDARDIZE_LAYER).mean)
+    np.testing.assert_allclose(trained.reshape(28, 28), x[:150].mean(axis=0) / 255, rtol=1e-5)
+    loaded = keras.saving.load_model(runs.save_model(tmp_path / "model.keras", result.model))
+    np.testing.assert_allclose(engine.predict_proba(loaded, x), engine.predict_proba(result.model, x), rtol=1e-6)
+    assert "standardized" in config.model.describe()
+    with pytest.raises(ModelError, match="needs the training images"):
+        models.build_model(config.model)  # never a silent identity in place of the statistics
+
+
 @pytest.mark.slow
 def test_seed_program_accuracy_matches_model_fit_over_three_seeds(dataset):
     """The issue's equivalence bar: mean test accuracy within 1 point of Model.fit's."""

@@ -166,6 +166,12 @@ def test_recipe_best_smoke_run_and_overrides(dataset, tmp_path):
     assert config.model.conv_strides == best.model.conv_strides
 
 
+def test_standardize_flag_overrides_the_mlp_recipe_only_when_typed():
+    assert cli._fixed_flags(["--recipe", "mlp"]).model.standardize  # the recipe's
+    assert not cli._fixed_flags(["--recipe", "mlp", "--no-standardize"]).model.standardize
+    assert cli._fixed_flags(["--standardize"]).model.standardize and not cli._fixed_flags([]).model.standardize
+
+
 def test_recipes_command_lists_every_recipe():
     result = CliRunner().invoke(cli.app, ["recipes"])
     assert result.exit_code == 0

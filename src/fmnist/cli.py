@@ -274,9 +274,9 @@ def parse_duration(text: str) -> float:
 
 
 def _train_config(
-    recipe, hidden, activation, arch, conv_filters, conv_strides, pool_first, dropout, normalize, epochs, batch_size,
-    optimizer, learning_rate, momentum, nesterov, weight_decay, schedule, label_smoothing, augment_shift, augment_flip,
-    augment_erase, ema, eval_views, time_budget, steps, validation_split, stop_at_loss, stop_at_accuracy,
+    recipe, hidden, activation, arch, conv_filters, conv_strides, pool_first, dropout, normalize, standardize, epochs,
+    batch_size, optimizer, learning_rate, momentum, nesterov, weight_decay, schedule, label_smoothing, augment_shift,
+    augment_flip, augment_erase, ema, eval_views, time_budget, steps, validation_split, stop_at_loss, stop_at_accuracy,
     early_stopping, seed, limit, data_dir, devices=None,
 ):  # fmt: skip
     """The TrainConfig that `fmnist train`'s flags describe (None: not typed): the recipe's, or the
@@ -291,7 +291,7 @@ def _train_config(
         "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
         "conv_filters": tuple(conv_filters) if conv_filters else None,
         "conv_strides": tuple(conv_strides) if conv_strides else None, "pool_first": pool_first,
-        "normalize": normalize,
+        "normalize": normalize, "standardize": standardize,
     }  # fmt: skip
     fields = {
         "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
@@ -340,6 +340,13 @@ def train(
     normalize: Annotated[
         bool | None,
         Opt("--normalize/--no-normalize", help="Divide pixels by 255 inside the model. [default: normalize]"),
+    ] = None,
+    standardize: Annotated[
+        bool | None,
+        Opt(
+            "--standardize/--no-standardize",
+            help="Then standardize each pixel with the training images' mean and std. [default: no]",
+        ),
     ] = None,
     epochs: Annotated[int | None, Opt(help="Passes over the training set. [default: 5]")] = None,
     batch_size: Annotated[int | None, Opt(help="Images per gradient step. [default: 32]")] = None,
@@ -404,8 +411,8 @@ def train(
 
     flags = dict(
         recipe=recipe, hidden=hidden, activation=activation, arch=arch, conv_filters=conv_filters,
-        conv_strides=conv_strides, pool_first=pool_first, dropout=dropout, normalize=normalize, epochs=epochs,
-        batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+        conv_strides=conv_strides, pool_first=pool_first, dropout=dropout, normalize=normalize,
+        standardize=standardize, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
         label_smoothing=label_smoothing, augment_shift=augment_shift, augment_flip=augment_flip,
         augment_erase=augment_erase, ema=ema, eval_views=eval_views, time_budget=time_budget, steps=steps,

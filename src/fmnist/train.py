@@ -220,10 +220,13 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Op
     return cls(**kwargs)
 
 
-def build(config: TrainConfig, total_steps: int) -> keras.Model:
-    """The compiled model ``config`` describes (weights drawn from ``config.seed``)."""
+def build(config: TrainConfig, total_steps: int, x_train: np.ndarray | None = None) -> keras.Model:
+    """The compiled model ``config`` describes (weights drawn from ``config.seed``).
+
+    ``x_train``: the images it will train on, for a standardizing model's statistics.
+    """
     keras.utils.set_random_seed(config.seed)
-    model = models.build_model(config.model)
+    model = models.build_model(config.model, x_train=x_train)
     loss = (
         keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         if config.label_smoothing
@@ -300,8 +303,9 @@ def plan_steps(config: TrainConfig, x_train, x_test, started: float, distributio
     and FINISH_SECONDS, divided by the step time. Recorded in config.json as ``steps``: a rerun
     replays it. Processes of one job train the same steps: process 0's plan.
     """
-    probe = build(config, total_steps=1)
-    per_epoch = -(-fit_inputs.train_size(len(x_train), config.validation_split) // config.batch_size)
+    n_fit = fit_inputs.train_size(len(x_train), config.validation_split)
+    probe = build(config, total_steps=1, x_train=x_train[:n_fit])
+    per_epoch = -(-n_fit // config.batch_size)
     chunk = min(engine.default_chunk_steps(probe), per_epoch)  # as engine.fit chunks an epoch
     # Steps in each of the probe's chunks: an epoch's whole chunks, then its remainder, epoch after epoch.
     pattern = [min(chunk, per_epoch - k) for k in range(0, per_epoch, chunk)]
@@ -441,9 +445,10 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
             stage.mkdir(parents=True, exist_ok=True)  # the config as run (planned steps included) comes first
             runs.write_json(stage / runs.CONFIG_FILE, config.to_json())
         resumable = {"checkpoint": Checkpointer(out, should_stop), "resume_from": resume_from}
-    per_epoch = -(-fit_inputs.train_size(len(x_train), config.validation_split) // config.batch_size)
+    n_fit = fit_inputs.train_size(len(x_train), config.validation_split)  # the validation split comes last
+    per_epoch = -(-n_fit // config.batch_size)
     epochs = config.epochs if config.steps is None else -(-config.steps // per_epoch)
-    model = build(config, total_steps=config.steps or epochs * per_epoch)
+    model = build(config, total_steps=config.steps or epochs * per_epoch, x_train=x_train[:n_fit])
     timer = EpochTimer()
     start = time.perf_counter()
     history = _fit(

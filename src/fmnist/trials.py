@@ -199,7 +199,8 @@ def _check(config: TrainConfig, dataset: tuple) -> dict:
     from fmnist import engine, models
 
     (x_train, y_train), _ = dataset
-    model = models.compile_model(models.build_model(config.model), config.optimizer, config.learning_rate)
+    model = models.build_model(config.model, x_train=x_train[:CHECK_IMAGES])
+    model = models.compile_model(model, config.optimizer, config.learning_rate)
     try:
         engine.fit(model, x_train[:CHECK_IMAGES], y_train[:CHECK_IMAGES], epochs=1, seed=config.seed, verbose=0)
     except ModelError as e:

@@ -197,6 +197,11 @@ def test_config_json_is_versioned_and_nothing_is_dropped_silently():
     assert config_from_json(v1) == TrainConfig()
     with pytest.raises(RunError, match=r"lacks the config fields \['seed'\]"):
         config_from_json({k: v for k, v in v1.items() if k != "seed"})
+    # a model field added later (standardize) is missing from older files: off, as they were trained
+    older_model = record | {"model": {k: v for k, v in record["model"].items() if k != "standardize"}}
+    assert config_from_json(older_model).model.standardize is False
+    with pytest.raises(RunError, match="unknown model spec fields"):
+        config_from_json(record | {"model": record["model"] | {"standardise": True}})
 
 
 # --------------------------------------------------------------------------- killed processes

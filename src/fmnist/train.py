@@ -32,7 +32,9 @@ SCHEDULES = ("constant", "one-cycle")
 # config.json's layout. 1: a "schema" key, and every TrainConfig field present; 2: the same, with
 # the fields of FIELDS_SINCE[2]. Older files are migrated: fields added after their schema take
 # their defaults, which is how those runs were trained (each field was added with a neutral
-# default); files without the key (schema 0, written before it existed) may lack any field.
+# default); files without the key (schema 0, written before it existed) may lack any field. The
+# model spec's fields (pool_first, conv_strides, standardize...) likewise: one missing from an older
+# file takes its default, the neutral one it was added with (an unknown one is an error).
 CONFIG_SCHEMA = 2
 FIELDS_SINCE = {2: ("augment_erase",)}
 # What config.json records about a run beside its TrainConfig (written by save_run).

@@ -108,9 +108,7 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
     if spec.normalize:
         layers.append(keras.layers.Rescaling(1.0 / 255, name="normalize"))
     if spec.standardize:
-        if x_train is None:
-            raise ModelError("a standardize spec needs the training images: build_model(spec, x_train=...).")
-        layers.append(keras.layers.Normalization(axis=(1, 2), name=STANDARDIZE_LAYER))
+        layers.append(_standardizer(spec, x_train))
     if spec.arch != "mlp":
         layers.append(keras.layers.Reshape((*IMAGE_SHAPE, 1)))
     if spec.arch == "cnn":
@@ -137,23 +135,19 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
         if spec.dropout:
             layers.append(keras.layers.Dropout(spec.dropout))
     layers.append(keras.layers.Dense(spec.output_units, activation="softmax", name="probabilities"))
-    model = keras.Sequential(layers, name=name)
-    if spec.standardize:
-        _standardize_to(model.get_layer(STANDARDIZE_LAYER), spec, x_train)
-    return model
+    return keras.Sequential(layers, name=name)
 
 
-def _standardize_to(layer, spec: ModelSpec, x_train: np.ndarray) -> None:
-    """Set ``layer``'s per-pixel mean and variance (std floored at STD_FLOOR) from raw ``x_train``,
-    scaled as the model's Rescaling scales them, so the statistics are of what the layer sees."""
-    if len(x_train) == 0:
-        raise ModelError("a standardize spec needs at least one training image for its statistics.")
+def _standardizer(spec: ModelSpec, x_train: np.ndarray | None) -> keras.layers.Layer:
+    """A Normalization layer holding raw ``x_train``'s per-pixel mean and variance (std floored at
+    STD_FLOOR), scaled as the model's Rescaling scales them, so they are of what the layer sees."""
+    if x_train is None or len(x_train) == 0:
+        raise ModelError("a standardize spec needs the training images: build_model(spec, x_train=...).")
     scale = 1 / 255 if spec.normalize else 1.0
     x = np.asarray(x_train, np.float32) * scale
-    layer.adapt_mean.assign(x.mean(axis=0, dtype=np.float64).astype(np.float32))
+    mean = x.mean(axis=0, dtype=np.float64)
     variance = np.maximum(x.var(axis=0, dtype=np.float64), (STD_FLOOR * 255 * scale) ** 2)
-    layer.adapt_variance.assign(variance.astype(np.float32))
-    layer.finalize_state()
+    return keras.layers.Normalization(axis=(1, 2), mean=mean, variance=variance, name=STANDARDIZE_LAYER)
 
 
 def _conv_bn_relu(filters: int, suffix: str, stride: int = 1) -> list:

@@ -238,6 +238,11 @@ def build(config: TrainConfig, total_steps: int, x_train: np.ndarray | None = No
     return model
 
 
+def _fit_images(config: TrainConfig, x_train: np.ndarray) -> np.ndarray:
+    """The training images that train: without the validation split, which fit takes from the end."""
+    return x_train[: fit_inputs.train_size(len(x_train), config.validation_split)]
+
+
 def _fit(model, config: TrainConfig, x, y, *, epochs: int, max_steps: int | None, callbacks=(), **fit_kwargs):
     """engine.fit as ``config`` says; ``fit_kwargs``: engine.fit's checkpoint, resume_from, distribution."""
     if config.label_smoothing:
@@ -305,9 +310,9 @@ def plan_steps(config: TrainConfig, x_train, x_test, started: float, distributio
     and FINISH_SECONDS, divided by the step time. Recorded in config.json as ``steps``: a rerun
     replays it. Processes of one job train the same steps: process 0's plan.
     """
-    n_fit = fit_inputs.train_size(len(x_train), config.validation_split)
-    probe = build(config, total_steps=1, x_train=x_train[:n_fit])
-    per_epoch = -(-n_fit // config.batch_size)
+    x_fit = _fit_images(config, x_train)
+    probe = build(config, total_steps=1, x_train=x_fit)
+    per_epoch = -(-len(x_fit) // config.batch_size)
     chunk = min(engine.default_chunk_steps(probe), per_epoch)  # as engine.fit chunks an epoch
     # Steps in each of the probe's chunks: an epoch's whole chunks, then its remainder, epoch after epoch.
     pattern = [min(chunk, per_epoch - k) for k in range(0, per_epoch, chunk)]
@@ -447,10 +452,10 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
             stage.mkdir(parents=True, exist_ok=True)  # the config as run (planned steps included) comes first
             runs.write_json(stage / runs.CONFIG_FILE, config.to_json())
         resumable = {"checkpoint": Checkpointer(out, should_stop), "resume_from": resume_from}
-    n_fit = fit_inputs.train_size(len(x_train), config.validation_split)  # the validation split comes last
-    per_epoch = -(-n_fit // config.batch_size)
+    x_fit = _fit_images(config, x_train)
+    per_epoch = -(-len(x_fit) // config.batch_size)
     epochs = config.epochs if config.steps is None else -(-config.steps // per_epoch)
-    model = build(config, total_steps=config.steps or epochs * per_epoch, x_train=x_train[:n_fit])
+    model = build(config, total_steps=config.steps or epochs * per_epoch, x_train=x_fit)
     timer = EpochTimer()
     start = time.perf_counter()
     history = _fit(

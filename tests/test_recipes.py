@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from fmnist import augment, cli, engine, models, recipes
 from fmnist._backend import keras
 from fmnist.errors import FmnistError
-from fmnist.train import TrainConfig, load_config, plan_steps
+from fmnist.train import ChunkClock, TrainConfig, load_config, plan_steps
 
 
 @pytest.mark.parametrize("name", list(recipes.RECIPES))
@@ -54,6 +54,16 @@ def test_translate_is_an_exact_zero_padded_shift():
     np.testing.assert_array_equal(out[0, 1:, :-2], x[0, :-1, 2:])  # down 1, left 2
     assert (out[0, 0] == 0).all() and (out[0, :, -2:] == 0).all()
     np.testing.assert_array_equal(out[1], x[1])
+
+
+def test_each_view_is_its_mirror_and_one_pixel_shift():
+    x = np.zeros((1, 28, 28), np.float32)
+    x[0, 10, 5] = 1.0
+    expected = {"identity": (10, 5), "flip": (10, 22), "left": (10, 4), "down-right": (11, 6), "up-left": (9, 4)}
+    expected |= {"flip-left": (10, 21), "flip-down-right": (11, 23), "flip-up": (9, 22)}
+    for name, where in expected.items():
+        assert tuple(np.argwhere(np.asarray(augment.view(jax.numpy.asarray(x), name))[0])[0]) == where, name
+    assert len(augment.VIEWS) == 18 and all(augment.VIEWS[augment.FLIPPED + s] for s in augment.SHIFTS)
 
 
 def test_erasing_blanks_one_rectangle_of_the_chosen_images_and_is_deterministic_per_key():
@@ -114,6 +124,18 @@ def test_max_steps_stops_inside_an_epoch(tiny_data):
     assert len(history.history["loss"]) == 2
 
 
+def test_the_probe_clock_stops_once_it_has_timed_enough(tiny_data):
+    """The planner's probe runs until it has timed min_chunks chunks and min_seconds after the first."""
+    x, y = tiny_data
+    model = small_cnn()
+    clock = ChunkClock(min_chunks=3, min_seconds=0.3)
+    engine.fit(model, x, y, epochs=10_000, batch_size=32, max_steps=70_000, callbacks=[clock])
+    chunks, steady = len(clock.times) - 1, clock.times[-1] - clock.times[1]
+    assert chunks >= 3 and steady >= 0.3
+    assert chunks == 3 or clock.times[-2] - clock.times[1] < 0.3  # it stopped at the first chunk that sufficed
+    assert int(model.optimizer.iterations.numpy()) < 70_000
+
+
 def test_time_budget_plans_steps_from_a_measurement(dataset):
     (x, _), (xt, _) = dataset
     config = dataclasses.replace(recipes.get("best").config, model=models.ModelSpec(arch="vgg", conv_filters=(4, 8)))
@@ -162,7 +184,7 @@ def test_recipe_best_smoke_run_and_overrides(dataset, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["views"] == list(best.eval_views) and 0 <= metrics["accuracy_single_view"] <= 1
     assert json.loads((out / "config.json").read_text())["steps_run"] == 8
-    assert "recipe best" in result.output and f"{' + '.join(best.eval_views)} views" in result.output
+    assert "recipe best" in result.output and f"({len(best.eval_views)} test-time views; one view" in result.output
     assert config.model.conv_strides == best.model.conv_strides
 
 

@@ -22,13 +22,23 @@ import jax.numpy as jnp
 
 from fmnist.errors import ModelError
 
+# Test-time shifts of 1 px, (dy, dx): the four axis shifts, then the four diagonal ones.
+SHIFTS = {
+    "left": (0, -1),
+    "right": (0, 1),
+    "up": (-1, 0),
+    "down": (1, 0),
+    "up-left": (-1, -1),
+    "up-right": (-1, 1),
+    "down-left": (1, -1),
+    "down-right": (1, 1),
+}
+FLIPPED = "flip-"  # "flip-left": mirrored left-right, then shifted 1 px left
 VIEWS = {
     "identity": "the image as it is",
     "flip": "mirrored left-right",
-    "left": "shifted 1 px left",
-    "right": "shifted 1 px right",
-    "up": "shifted 1 px up",
-    "down": "shifted 1 px down",
+    **{name: f"shifted 1 px {name.replace('-', ' and ')}" for name in SHIFTS},
+    **{FLIPPED + name: f"mirrored, then shifted 1 px {name.replace('-', ' and ')}" for name in SHIFTS},
 }
 
 
@@ -99,8 +109,9 @@ def view(x: jax.Array, name: str) -> jax.Array:
         return x
     if name == "flip":
         return x[:, :, ::-1]
-    dy, dx = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[name]
-    return translate(x, jnp.broadcast_to(jnp.array([dy, dx]), (x.shape[0], 2)), 1)
+    if name.startswith(FLIPPED):
+        return view(x[:, :, ::-1], name.removeprefix(FLIPPED))
+    return translate(x, jnp.broadcast_to(jnp.array(SHIFTS[name]), (x.shape[0], 2)), 1)
 
 
 def with_identity(views) -> tuple[str, ...]:

@@ -371,7 +371,11 @@ def train(
     ema: Annotated[float | None, Opt(help="Average the weights (EMA momentum, e.g. 0.99). [default: off]")] = None,
     eval_views: Annotated[
         list[str] | None,
-        Opt("--eval-view", help="Test-time view, repeat to average: identity, flip, left, right, up, down."),
+        Opt(
+            "--eval-view",
+            help="Test-time view, repeat to average: identity, flip, a 1 px shift (left, right, up, down, up-left, "
+            "up-right, down-left, down-right) or a mirrored one (flip-left, ..., flip-down-right).",
+        ),
     ] = None,
     time_budget: Annotated[
         str | None, Opt(help="Whole-command budget (300, 300s, 5m): sets the number of steps.")
@@ -472,7 +476,11 @@ def train(
         err.print(f"interrupted: the run is complete in {out_dir}; write its report with `fmnist report {out_dir}`.")
         raise typer.Exit(stop.exit_code)
     m = result.metrics
-    views = f" ({' + '.join(m['views'])} views; one view {m['accuracy_single_view']:.4f})" if "views" in m else ""
+    if "views" in m:  # name a few views; count many
+        named = " + ".join(m["views"]) if len(m["views"]) <= 3 else f"{len(m['views'])}"
+        views = f" ({named} test-time views; one view {m['accuracy_single_view']:.4f})"
+    else:
+        views = ""
     out.print(
         f"[bold]test accuracy {m['accuracy']:.4f}[/]{views}, loss {m['loss']:.4f} "
         f"(trained {len(result.history['loss'])} epochs"

@@ -282,46 +282,65 @@ class Checkpointer:
 
 
 class ChunkClock(keras.callbacks.Callback):
-    """``perf_counter()`` at the start of training and at the end of every compiled chunk."""
+    """``perf_counter()`` at the start of training and at the end of every compiled chunk.
+
+    With ``min_chunks``, stops the training once it has timed that many chunks and, after the
+    first (which compiles), spent at least ``min_seconds`` in the others.
+    """
+
+    def __init__(self, min_chunks: int | None = None, min_seconds: float = 0.0):
+        super().__init__()
+        self.min_chunks, self.min_seconds = min_chunks, min_seconds
 
     def on_train_begin(self, logs=None):
         self.times = [time.perf_counter()]
 
     def on_train_batch_end(self, batch, logs=None):
         self.times.append(time.perf_counter())
+        chunks = len(self.times) - 1
+        if self.min_chunks and chunks >= self.min_chunks and self.times[-1] - self.times[1] >= self.min_seconds:
+            self.model.stop_training = True
 
 
 # The time-budget probe. On the 2-core machine a 16-step chunk of the best recipe's conv net took
 # 0.33-0.42 s, and the mean over 20 chunks wandered by ±7% within one epoch; 4 chunks (the old
-# probe) once planned 19 ms a step for a run that then trained at 25. So the probe times 11 steady
-# chunks (the first one compiles) and plans with steps PACE_MARGIN slower than their mean: a whole
-# run also pays its progress and checkpoint callbacks (an epoch alone: 23.8 ms a step; in a run: 25.0).
+# probe) once planned 19 ms a step for a run that then trained at 25. 11 steady chunks (~4 s) still
+# erred by ±15% at 15 minutes: two runs planned 16.3 and 12.9 ms a step and both trained at ~14.
+# So the probe times at least PROBE_CHUNKS chunks (the first one compiles) and PROBE_SHARE of the
+# budget in the steady ones, and plans with steps PACE_MARGIN slower than their mean: a whole run
+# also pays its progress and checkpoint callbacks (an epoch alone: 23.8 ms a step; in a run: 25.0).
 PROBE_CHUNKS = 12
+PROBE_SHARE = 0.02
 PACE_MARGIN = 1.05
 
 
 def plan_steps(config: TrainConfig, x_train, x_test, started: float, distribution=None) -> int:
     """How many training steps fit in ``config.time_budget`` seconds counted from ``started``.
 
-    Measured now, on this machine, with a throwaway copy of the model: PROBE_CHUNKS compiled
-    chunks of steps (the first includes compilation; the mean of the others, times PACE_MARGIN,
-    gives the step time) and the test-set forward pass with the run's views. What is left after
-    what has been spent, a second compilation (the real run's schedule differs), the evaluation
-    and FINISH_SECONDS, divided by the step time. Recorded in config.json as ``steps``: a rerun
-    replays it. Processes of one job train the same steps: process 0's plan.
+    Measured now, on this machine, with a throwaway copy of the model: compiled chunks of steps,
+    at least PROBE_CHUNKS and PROBE_SHARE of the budget (the first includes compilation; the mean
+    of the others, times PACE_MARGIN, gives the step time), and the test-set forward pass with
+    the run's views. What is left after what has been spent, a second compilation (the real
+    run's schedule differs), the evaluation and FINISH_SECONDS, divided by the step time.
+    Recorded in config.json as ``steps``: a rerun replays it. Processes of one job train the
+    same steps, process 0's plan, and probe PROBE_CHUNKS chunks each: a clock could stop one
+    process's probe before another's, and their steps are collective.
     """
     x_fit = _fit_images(config, x_train)
     probe = build(config, total_steps=1, x_train=x_fit)
     per_epoch = -(-len(x_fit) // config.batch_size)
     chunk = min(engine.default_chunk_steps(probe), per_epoch)  # as engine.fit chunks an epoch
-    # Steps in each of the probe's chunks: an epoch's whole chunks, then its remainder, epoch after epoch.
-    pattern = [min(chunk, per_epoch - k) for k in range(0, per_epoch, chunk)]
-    sizes = (pattern * PROBE_CHUNKS)[:PROBE_CHUNKS]
-    clock = ChunkClock()
+    share = PROBE_SHARE if parallel.process_count() == 1 else 0.0
+    clock = ChunkClock(min_chunks=PROBE_CHUNKS, min_seconds=share * config.time_budget)
     y = np.zeros(len(x_train), np.int64)  # labels don't change the program's cost
-    _fit(probe, config, x_train, y, epochs=PROBE_CHUNKS, max_steps=sum(sizes), callbacks=[clock],
+    # The clock stops the probe; max_steps only bounds it (the whole budget at 1 ms a step).
+    _fit(probe, config, x_train, y, epochs=int(config.time_budget * 1000) // per_epoch + PROBE_CHUNKS,
+         max_steps=int(config.time_budget * 1000) + PROBE_CHUNKS * chunk, callbacks=[clock],
          distribution=distribution)  # fmt: skip
     chunk_seconds = np.diff(clock.times)
+    # Steps in each timed chunk: an epoch's whole chunks, then its remainder, epoch after epoch.
+    pattern = [min(chunk, per_epoch - k) for k in range(0, per_epoch, chunk)]
+    sizes = (pattern * (len(chunk_seconds) // len(pattern) + 1))[: len(chunk_seconds)]
     measured_s = float(np.sum(chunk_seconds[1:]) / np.sum(sizes[1:]))  # steady chunks (the first one compiled)
     compile_s = max(0.0, chunk_seconds[0] - measured_s * sizes[0])
     step_s = PACE_MARGIN * measured_s

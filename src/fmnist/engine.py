@@ -9,9 +9,10 @@ machine the seed program (5 epochs, batch 32) trains in a median 2.42 s against 
 ``Model.fit`` on the same backend (2.84x; 1.75x for a process's first, cold fit), at the
 same test accuracy (benchmarks/train_speed.py, BENCHMARKS.md).
 
-Every program is traced under ``kernels.cpu_kernels()``: on the CPU, Keras' Conv2D
+Every training program is traced under ``kernels.cpu_kernels()``: on the CPU, Keras' Conv2D
 and MaxPooling2D run as a patch matrix product and a reshape-max (same maths, faster XLA:CPU
-programs; the saved model keeps Keras' layers). ``augment`` transforms each batch inside
+programs; the saved model keeps Keras' layers). The forward pass alone is not: there XLA's
+own convolution is the faster one (see INFER_BATCH). ``augment`` transforms each batch inside
 the program, keyed by the seed and the step number.
 
 ``predict_proba`` (over ``predict_views``) is the only forward pass: ``evaluate``,
@@ -56,7 +57,10 @@ from fmnist.errors import ModelError
 from fmnist.fit_state import FitState
 
 ACCURACY_NAMES = {"accuracy", "acc", "sparse_categorical_accuracy"}
-INFER_BATCH = 1024  # the forward pass runs in buckets of powers of two up to this many images
+# The forward pass runs in buckets of powers of two up to this many images, with XLA's own
+# convolution and pooling: for a forward pass alone they beat kernels.py's patch products
+# 2.0-3.0x on the 2-core CPU (the best recipe's net, 10,000 images; benchmarks/infer_speed.py).
+INFER_BATCH = 1024
 _DEFAULT_LOSS = keras.losses.sparse_categorical_crossentropy  # for models saved without compile()
 
 
@@ -322,8 +326,7 @@ def _predict_with(model, tv, ntv, x: np.ndarray, views=("identity",)) -> np.ndar
         xb = x[start:stop]
         if padded != len(xb):
             xb = np.concatenate([xb, np.zeros((padded - len(xb), *xb.shape[1:]), xb.dtype)])
-        with kernels.cpu_kernels():  # takes effect when this shape is traced for the first time
-            outputs = _forward_jit(model, views, tv, ntv, jnp.asarray(xb))
+        outputs = _forward_jit(model, views, tv, ntv, jnp.asarray(xb))  # XLA's own convolution: see INFER_BATCH
         out.append(np.asarray(outputs)[:, : stop - start])
     return np.concatenate(out, axis=1) if out else np.zeros((len(views), 0, 0), np.float32)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from fmnist import augment, data, engine, kernels, recipes, train
 
-VIEW_SETS = {1: ("identity",), 6: ("identity", "flip", "left", "right", "up", "down"), 18: tuple(augment.VIEWS)}
+VIEW_SETS = {1: ("identity",), 6: ("identity", "flip", "left", "right", "up", "down"), 18: augment.SHIFTED_AND_MIRRORED}
 
 
 def forward_pass(model, x, views, patch_kernels: bool):

@@ -80,7 +80,7 @@ VIEW_SETS = {
     "+ flip": ("identity", "flip"),
     "+ flip + shifts": ("identity", "flip", "left", "right", "up", "down"),
     "+ diagonal shifts": ("identity", "flip", *augment.SHIFTS),  # 10 views
-    "+ mirrored shifts": ("identity", "flip", *augment.SHIFTS, *(augment.FLIPPED + s for s in augment.SHIFTS)),  # 18
+    "+ mirrored shifts": augment.SHIFTED_AND_MIRRORED,  # 18, the recipe's
 }
 
 

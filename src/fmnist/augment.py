@@ -40,6 +40,8 @@ VIEWS = {
     **{name: f"shifted 1 px {name.replace('-', ' and ')}" for name in SHIFTS},
     **{FLIPPED + name: f"mirrored, then shifted 1 px {name.replace('-', ' and ')}" for name in SHIFTS},
 }
+# The image and its eight 1 px shifts, each plain and mirrored: the best recipe's test-time views.
+SHIFTED_AND_MIRRORED = ("identity", "flip", *SHIFTS, *(FLIPPED + name for name in SHIFTS))
 
 
 # Random erasing's rectangle, as in Zhong et al.: its area a uniform fraction of the image's, its

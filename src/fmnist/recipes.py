@@ -93,7 +93,7 @@ RECIPES = {
                 label_smoothing=0.1,
                 augment_shift=2,
                 augment_flip=True,
-                eval_views=("identity", "flip", *augment.SHIFTS, *(augment.FLIPPED + s for s in augment.SHIFTS)),
+                eval_views=augment.SHIFTED_AND_MIRRORED,
                 time_budget=300.0,
                 recipe="best",
             ),

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import fmnist.train
 from fmnist import augment, cli, engine, models, recipes
 from fmnist._backend import keras
 from fmnist.errors import FmnistError
-from fmnist.train import ChunkClock, TrainConfig, load_config, plan_steps
+from fmnist.train import PROBE_CHUNKS, TrainConfig, load_config, plan_steps, run_probe, train
 
 
 @pytest.mark.parametrize("name", list(recipes.RECIPES))
@@ -124,38 +125,73 @@ def test_max_steps_stops_inside_an_epoch(tiny_data):
     assert len(history.history["loss"]) == 2
 
 
-def test_the_probe_clock_stops_once_it_has_timed_enough(tiny_data):
-    """The planner's probe runs until it has timed min_chunks chunks and min_seconds after the first."""
-    x, y = tiny_data
-    model = small_cnn()
-    clock = ChunkClock(min_chunks=3, min_seconds=0.3)
-    engine.fit(model, x, y, epochs=10_000, batch_size=32, max_steps=70_000, callbacks=[clock])
-    chunks, steady = len(clock.times) - 1, clock.times[-1] - clock.times[1]
-    assert chunks >= 3 and steady >= 0.3
-    assert chunks == 3 or clock.times[-2] - clock.times[1] < 0.3  # it stopped at the first chunk that sufficed
-    assert int(model.optimizer.iterations.numpy()) < 70_000
+def test_the_probe_trains_until_it_has_timed_enough_chunks_and_seconds(dataset):
+    """2,000 images at batch 64: two chunks an epoch, so the probe crosses epochs."""
+    (x, y), _ = dataset
+    config = dataclasses.replace(
+        recipes.get("best").config, model=models.ModelSpec(arch="vgg", conv_filters=(4, 8)), time_budget=30.0
+    )
+    probe = run_probe(config, x[:2000], y[:2000])
+    times, steady = probe.times, 0.02 * 30.0  # PROBE_SHARE of the budget
+    assert len(times) >= PROBE_CHUNKS and times[-1] - times[0] >= steady
+    assert len(times) == PROBE_CHUNKS or times[-2] - times[0] < steady  # it stopped at the first chunk that sufficed
+    assert probe.state.steps == probe.steps_at[-1] == 16 * len(times)  # the run continues from this state
+    optimizer = probe.model.optimizer
+    optimizer.iterations.assign(probe.state.steps)
+    assert float(optimizer.learning_rate) == pytest.approx(config.learning_rate / 10)  # the schedule's start, held
+
+
+def test_the_probe_keeps_within_the_first_epoch_when_that_has_enough_chunks(dataset):
+    """The seed MLP at batch 8: 30 chunks of 256 steps an epoch, far quicker than 2% of 10 minutes."""
+    (x, y), _ = dataset
+    probe = run_probe(TrainConfig(batch_size=8, time_budget=600.0), x, y)
+    assert (probe.state.epoch, probe.state.chunk, probe.state.steps) == (0, 29, 29 * 256)
 
 
 def test_time_budget_plans_steps_from_a_measurement(dataset):
-    (x, _), (xt, _) = dataset
+    (x, y), (xt, _) = dataset
     config = dataclasses.replace(recipes.get("best").config, model=models.ModelSpec(arch="vgg", conv_filters=(4, 8)))
     import time
 
     started = time.perf_counter()
-    short = plan_steps(dataclasses.replace(config, time_budget=60.0), x, xt, started)
-    long = plan_steps(dataclasses.replace(config, time_budget=600.0), x, xt, started)
-    assert 1 <= short < long
+    probe = run_probe(dataclasses.replace(config, time_budget=60.0), x, y)
+    short = plan_steps(dataclasses.replace(config, time_budget=60.0), probe, xt, started)
+    long = plan_steps(dataclasses.replace(config, time_budget=600.0), probe, xt, started)
+    assert probe.state.steps < short < long
     with pytest.raises(FmnistError, match=r"leaves no time to train here.*larger --time-budget"):
-        plan_steps(dataclasses.replace(config, time_budget=1.0), x, xt, started)
+        plan_steps(dataclasses.replace(config, time_budget=1.0), probe, xt, started)
 
 
 def test_time_budget_plans_steps_when_an_epoch_is_shorter_than_a_chunk(dataset):
     """500 images of the seed MLP: 16 steps an epoch, under one 256-step chunk; the probe times whole epochs."""
     import time
 
-    (x, _), (xt, _) = dataset
-    steps = plan_steps(TrainConfig(time_budget=60.0, train_limit=500), x[:500], xt, time.perf_counter())
-    assert steps > 16
+    (x, y), (xt, _) = dataset
+    config = TrainConfig(time_budget=60.0, train_limit=500)
+    probe = run_probe(config, x[:500], y[:500])
+    assert probe.steps_at[:3] == [16, 32, 48]
+    assert plan_steps(config, probe, xt, time.perf_counter()) > probe.state.steps
+
+
+def test_a_budget_run_goes_on_from_its_probe_and_a_rerun_replays_both(dataset, monkeypatch):
+    config = TrainConfig(model={"hidden": (16,)}, schedule="one-cycle", time_budget=60.0, train_limit=600, seed=3)
+    monkeypatch.setattr(fmnist.train, "plan_steps", lambda config, probe, *args: probe.state.steps + 40)
+    result = train(config, None, dataset=dataset)
+    probe_steps = result.config.probe_steps
+    assert probe_steps >= PROBE_CHUNKS * 19 and result.config.steps == probe_steps + 40  # 19 steps an epoch
+    assert int(result.model.optimizer.iterations.numpy()) == probe_steps + 40
+    assert len(result.history["seconds"]) == len(result.history["loss"]) == -(-(probe_steps + 40) // 19)
+
+    def must_not_plan(*args):
+        raise AssertionError("a rerun replays its recorded steps")
+
+    monkeypatch.setattr(fmnist.train, "plan_steps", must_not_plan)
+    again = train(result.config, None, dataset=dataset)
+    assert again.history["loss"] == result.history["loss"]
+    for a, b in zip(again.model.get_weights(), result.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    replaced = train(dataclasses.replace(result.config, probe_steps=None), None, dataset=dataset)
+    assert replaced.history["loss"] != result.history["loss"]  # the probe's steps trained at their own rate
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("300", 300), ("300s", 300), ("5m", 300), ("1.5h", 5400)])

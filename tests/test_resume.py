@@ -8,7 +8,6 @@ later epoch, then `fmnist train --resume`, ends exactly as the same run never in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ from typer.testing import CliRunner
 from conftest import finish
 from fmnist import cli, engine, runs
 from fmnist.errors import CheckpointError, Interrupted, RunError
-from fmnist.train import StopWhen, TrainConfig, config_from_json, load_config, train
+from fmnist.train import StopWhen, TrainConfig, config_from_json, load_config, resume_status, train
 
 
 # --------------------------------------------------------------------------- engine.fit(resume_from=...)
@@ -122,20 +121,27 @@ def test_an_interrupted_run_keeps_its_stage_and_resumes_from_the_cli(interrupted
 def test_a_time_budget_run_resumes_with_its_recorded_steps(dataset, tmp_path, monkeypatch):
     import fmnist.train
 
-    out, planned = tmp_path / "budget", 25
+    out, more = tmp_path / "budget", 25
     config = TrainConfig(model={"hidden": (16,)}, time_budget=60.0, train_limit=600, seed=2)
-    monkeypatch.setattr(fmnist.train, "plan_steps", lambda *args: planned)
-    with pytest.raises(Interrupted):
+    monkeypatch.setattr(fmnist.train, "plan_steps", lambda config, probe, *args: probe.state.steps + more)
+    with pytest.raises(Interrupted, match="before anything was saved"):  # Ctrl-C while the probe runs
         train(config, out, dataset=dataset, should_stop=lambda: True)
-    assert load_config(runs.partial_dir(out)).steps == planned  # recorded before training began
+    assert resume_status(out) == "none"  # the same command starts over
+    planned = runs.partial_dir(out) / runs.CONFIG_FILE
+    with pytest.raises(Interrupted, match="--resume"):  # Ctrl-C once the plan is recorded
+        train(config, out, dataset=dataset, should_stop=planned.is_file)
+    recorded = load_config(runs.partial_dir(out))  # recorded before the run went on from its probe
+    assert recorded.steps == recorded.probe_steps + more
 
     def must_not_plan(*args):
         raise AssertionError("a resumed run replays its recorded steps")
 
     monkeypatch.setattr(fmnist.train, "plan_steps", must_not_plan)
+    monkeypatch.setattr(fmnist.train, "run_probe", must_not_plan)  # it goes on from its checkpoint
     result = fmnist.train.resume(out, dataset=dataset)
-    assert result.config.steps == planned and int(result.model.optimizer.iterations.numpy()) == planned
-    reference = train(dataclasses.replace(config, steps=planned), None, dataset=dataset)
+    assert result.config == recorded and int(result.model.optimizer.iterations.numpy()) == recorded.steps
+    monkeypatch.undo()
+    reference = train(recorded, None, dataset=dataset)
     assert result.history["loss"] == reference.history["loss"]
 
 
@@ -182,7 +188,7 @@ def test_a_second_writer_is_refused_at_once(tmp_path):
 # --------------------------------------------------------------------------- config.json schema
 def test_config_json_is_versioned_and_nothing_is_dropped_silently():
     record = TrainConfig().to_json()
-    assert record["schema"] == 2 and config_from_json(record) == TrainConfig()
+    assert record["schema"] == 3 and config_from_json(record) == TrainConfig()
     with pytest.raises(RunError, match=r"unknown TrainConfig fields \['epoch'\]"):
         config_from_json(record | {"epoch": 3})
     with pytest.raises(RunError, match=r"lacks the config fields \['seed'\]"):
@@ -192,9 +198,13 @@ def test_config_json_is_versioned_and_nothing_is_dropped_silently():
     # schema 0 (no "schema" key): missing fields take their defaults, the documented migration
     old = {k: v for k, v in record.items() if k not in ("schema", "ema", "eval_views")} | {"epochs": 3}
     assert config_from_json(old) == TrainConfig(epochs=3)
-    # schema 1 lacks only the fields added since (augment_erase): they take their defaults
-    v1 = {k: v for k, v in record.items() if k != "augment_erase"} | {"schema": 1}
+    # schemas 1 and 2 lack only the fields added since (augment_erase, probe_steps): they take their defaults
+    v1 = {k: v for k, v in record.items() if k not in ("augment_erase", "probe_steps")} | {"schema": 1}
     assert config_from_json(v1) == TrainConfig()
+    v2 = {k: v for k, v in record.items() if k != "probe_steps"} | {"schema": 2, "steps": 900}
+    assert config_from_json(v2) == TrainConfig(steps=900)  # a plan made before probes were the run's first steps
+    with pytest.raises(RunError, match=r"lacks the config fields \['probe_steps'\]"):
+        config_from_json(v2 | {"schema": 3})
     with pytest.raises(RunError, match=r"lacks the config fields \['seed'\]"):
         config_from_json({k: v for k, v in v1.items() if k != "seed"})
     # a model field added later (standardize) is missing from older files: off, as they were trained

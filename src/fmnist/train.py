@@ -7,6 +7,10 @@
 The CLI maps its flags onto TrainConfig; experiments build TrainConfigs; the run directory
 stores it as config.json, so any run can be reproduced from its own folder.
 
+A time budget becomes a number of steps once, at the start: the run's first steps are a probe,
+trained at the schedule's starting rate and timed (see run_probe, plan_steps); the run goes on
+from there, and config.json records both counts, so a rerun replays them.
+
 A run written to a folder is resumable: it trains in ``runs.partial_dir(out)``, checkpointing
 at every epoch end (and when asked to stop), and ``resume(out)`` continues it to the same
 result as a run never interrupted.
@@ -14,6 +18,7 @@ result as a run never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import shutil
@@ -24,19 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist import augment, data, engine, fit_inputs, models, parallel, plots, runs
+from fmnist import augment, data, engine, fit_inputs, fit_state, models, parallel, plots, runs
 from fmnist._backend import keras
 from fmnist.errors import CheckpointError, FmnistError, Interrupted, RunError
 
 SCHEDULES = ("constant", "one-cycle")
-# config.json's layout. 1: a "schema" key, and every TrainConfig field present; 2: the same, with
-# the fields of FIELDS_SINCE[2]. Older files are migrated: fields added after their schema take
+# config.json's layout. 1: a "schema" key, and every TrainConfig field present; 2 and 3: the same,
+# with the fields of FIELDS_SINCE[2], then [3]. Older files are migrated: fields added after their schema take
 # their defaults, which is how those runs were trained (each field was added with a neutral
 # default); files without the key (schema 0, written before it existed) may lack any field. The
 # model spec's fields (pool_first, conv_strides, standardize...) likewise: one missing from an older
 # file takes its default, the neutral one it was added with (an unknown one is an error).
-CONFIG_SCHEMA = 2
-FIELDS_SINCE = {2: ("augment_erase",)}
+CONFIG_SCHEMA = 3
+FIELDS_SINCE = {2: ("augment_erase",), 3: ("probe_steps",)}
 # What config.json records about a run beside its TrainConfig (written by save_run).
 RUN_RECORD_KEYS = frozenset(
     {"schema", "created", "train_seconds", "phase_seconds", "epochs_run", "steps_run", "params",
@@ -66,6 +71,7 @@ class TrainConfig:
     eval_views: tuple[str, ...] = ("identity",)  # test-time views averaged by evaluate/predict (fmnist.augment)
     time_budget: float | None = None  # seconds for the whole run (compile, train, evaluate): plans ``steps``
     steps: int | None = None  # optimizer steps in all, overriding epochs (planned from time_budget, recorded)
+    probe_steps: int | None = None  # the first steps, at the schedule's starting rate: the budget's probe (recorded)
     validation_split: float = 0.0  # last fraction of the training set held out for val_loss/val_accuracy
     stop_at_loss: float | None = None  # the tutorial's callback: stop once training loss < this
     stop_at_accuracy: float | None = None  # stop once training accuracy > this
@@ -96,6 +102,8 @@ class TrainConfig:
             raise FmnistError(f"augment_erase is a probability in [0, 1], got {self.augment_erase}.")
         if self.steps is not None and self.steps < 1:
             raise FmnistError(f"steps must be at least 1, got {self.steps}.")
+        if self.probe_steps is not None and not (self.steps is not None and 1 <= self.probe_steps <= self.steps):
+            raise FmnistError(f"probe_steps must be within the run's steps, got {self.probe_steps} of {self.steps}.")
         if self.devices < 1 or self.batch_size % self.devices:
             raise FmnistError(
                 f"devices must be at least 1 and divide the batch size (got {self.devices} for a batch of "
@@ -151,22 +159,29 @@ class StopWhen(keras.callbacks.Callback):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of each epoch (compilation included in the first)."""
+    """Wall-clock seconds of each epoch (compilation included in the first).
+
+    A fit resumed inside an epoch (after an interruption, or after a time budget's probe) adds
+    the seconds that epoch had already taken.
+    """
 
     def on_train_begin(self, logs=None):
         self.seconds: list[float] = []
+        self._start, self._carried = None, 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start, self._carried = time.perf_counter() - self._carried, 0.0
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+        self._start = None
 
     def state_dict(self) -> dict:  # a resumed run's history keeps the epochs timed before
-        return {"seconds": list(self.seconds)}
+        into = 0.0 if self._start is None else time.perf_counter() - self._start
+        return {"seconds": list(self.seconds), "into_epoch": into}
 
     def load_state_dict(self, state: dict) -> None:
-        self.seconds = list(state["seconds"])
+        self.seconds, self._carried = list(state["seconds"]), float(state.get("into_epoch", 0.0))
 
 
 def config_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
@@ -200,14 +215,20 @@ class TrainResult:
 FINISH_SECONDS = 8.0
 
 
-def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """The optimizer ``config`` describes, with its learning-rate schedule laid out over ``total_steps``."""
+def make_optimizer(config: TrainConfig, total_steps: int | None) -> keras.optimizers.Optimizer:
+    """The optimizer ``config`` describes, with its learning-rate schedule laid out over ``total_steps``.
+
+    ``total_steps`` None (a time budget's probe, before the steps are planned): the schedule held
+    at its starting rate, with the same variables, so the run continues from the probe's state.
+    """
     if config.optimizer not in models.OPTIMIZERS:
         raise FmnistError(f"unknown optimizer {config.optimizer!r}: use one of {', '.join(models.OPTIMIZERS)}.")
     cls = keras.optimizers.get(config.optimizer).__class__
     peak = config.learning_rate if config.learning_rate is not None else cls().learning_rate.numpy().item()
     lr = peak
-    if config.schedule == "one-cycle":
+    if config.schedule == "one-cycle" and total_steps is None:
+        lr = keras.optimizers.schedules.CosineDecay(peak / 10, decay_steps=1, alpha=1.0)  # peak / 10 at every step
+    elif config.schedule == "one-cycle":
         warm = max(1, round(config.warmup * total_steps))
         lr = keras.optimizers.schedules.CosineDecay(
             peak / 10, decay_steps=max(1, total_steps - warm), alpha=0.0, warmup_target=peak, warmup_steps=warm
@@ -222,7 +243,7 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Op
     return cls(**kwargs)
 
 
-def build(config: TrainConfig, total_steps: int, x_train: np.ndarray | None = None) -> keras.Model:
+def build(config: TrainConfig, total_steps: int | None, x_train: np.ndarray | None = None) -> keras.Model:
     """The compiled model ``config`` describes (weights drawn from ``config.seed``).
 
     ``x_train``: the images it will train on, for a standardizing model's statistics.
@@ -281,75 +302,118 @@ class Checkpointer:
             )
 
 
-class ChunkClock(keras.callbacks.Callback):
-    """``perf_counter()`` at the start of training and at the end of every compiled chunk.
+class ProbeDone(Exception):
+    """Raised by a PaceProbe to end the probe's fit at a chunk boundary."""
 
-    With ``min_chunks``, stops the training once it has timed that many chunks and, after the
-    first (which compiles), spent at least ``min_seconds`` in the others.
+
+class PaceProbe:
+    """engine.fit's ``checkpoint`` hook for a time budget's probe: the run's first steps, timed.
+
+    Records ``perf_counter()`` and the steps done after every compiled chunk, keeps the latest
+    FitState (the run continues from it) and ends the fit by raising ProbeDone: after ``steps``
+    steps (a rerun replaying a recorded probe), else once it has timed ``min_chunks`` chunks and
+    ``min_seconds`` after the first (which compiles), or at the first epoch's last chunk boundary
+    past ``min_chunks`` (so that the run's own callbacks see every epoch end). ``should_stop()``
+    yes (Ctrl-C) raises Interrupted: nothing is saved yet, so the run starts again.
     """
 
-    def __init__(self, min_chunks: int | None = None, min_seconds: float = 0.0):
-        super().__init__()
-        self.min_chunks, self.min_seconds = min_chunks, min_seconds
+    def __init__(self, chunks_per_epoch, min_chunks, min_seconds=0.0, steps=None, should_stop=None):
+        self.chunks_per_epoch, self.min_chunks, self.min_seconds, self.steps = (
+            chunks_per_epoch, min_chunks, min_seconds, steps
+        )  # fmt: skip
+        self.should_stop = should_stop
+        self.times: list[float] = []
+        self.steps_at: list[int] = []
+        self.state: engine.FitState | None = None
+        self.model: keras.Model | None = None
+        self.started = self.ended = 0.0  # perf_counter() around the probe's fit
 
-    def on_train_begin(self, logs=None):
-        self.times = [time.perf_counter()]
-
-    def on_train_batch_end(self, batch, logs=None):
+    def __call__(self, state: engine.FitState) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Interrupted(
+                f"training stopped at step {state.steps}, while timing the time budget's first steps and before "
+                "anything was saved: run the same command again to start over."
+            )
+        self.state = state
+        if state.at_epoch_end:
+            return
         self.times.append(time.perf_counter())
-        chunks = len(self.times) - 1
-        if self.min_chunks and chunks >= self.min_chunks and self.times[-1] - self.times[1] >= self.min_seconds:
-            self.model.stop_training = True
+        self.steps_at.append(state.steps)
+        if self.steps is not None:
+            done = state.steps >= self.steps
+        else:
+            enough = len(self.times) >= self.min_chunks
+            epoch_ends_next = state.epoch == 0 and state.chunk == self.chunks_per_epoch - 1
+            done = enough and (self.times[-1] - self.times[0] >= self.min_seconds or epoch_ends_next)
+        if done:
+            raise ProbeDone
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
 
 
-# The time-budget probe. On the 2-core machine a 16-step chunk of the best recipe's conv net took
-# 0.33-0.42 s, and the mean over 20 chunks wandered by ±7% within one epoch; 4 chunks (the old
-# probe) once planned 19 ms a step for a run that then trained at 25. 11 steady chunks (~4 s) still
-# erred by ±15% at 15 minutes: two runs planned 16.3 and 12.9 ms a step and both trained at ~14.
-# So the probe times at least PROBE_CHUNKS chunks (the first one compiles) and PROBE_SHARE of the
-# budget in the steady ones, and plans with steps PACE_MARGIN slower than their mean: a whole run
-# also pays its progress and checkpoint callbacks (an epoch alone: 23.8 ms a step; in a run: 25.0).
+# The time-budget probe: the run's first steps, trained at the schedule's starting rate (the
+# schedule's length is not known yet) and timed. On the 2-core machine a 16-step chunk of the
+# best recipe's conv net took 0.33-0.42 s, and the mean over 20 chunks wandered by ±7% within
+# one epoch; 11 steady chunks (~4 s) erred by ±15% at 15 minutes. So the probe times at least
+# PROBE_CHUNKS chunks and PROBE_SHARE of the budget after the first (at most its first epoch),
+# and plans with steps PACE_MARGIN slower than their mean: a whole run also pays its progress and
+# checkpoint callbacks (an epoch alone: 23.8 ms a step; in a run: 25.0). The machine's pace also
+# drifts by up to ~20% over minutes, which no probe at the start can see: the plan is made once
+# and recorded, so that a rerun replays the same steps.
 PROBE_CHUNKS = 12
 PROBE_SHARE = 0.02
 PACE_MARGIN = 1.05
 
 
-def plan_steps(config: TrainConfig, x_train, x_test, started: float, distribution=None) -> int:
-    """How many training steps fit in ``config.time_budget`` seconds counted from ``started``.
+def run_probe(
+    config: TrainConfig, x_train, y_train, callbacks=(), distribution=None, steps=None, should_stop=None
+) -> PaceProbe:
+    """Train the run's first steps with the schedule held at its starting rate, timing each chunk.
 
-    Measured now, on this machine, with a throwaway copy of the model: compiled chunks of steps,
-    at least PROBE_CHUNKS and PROBE_SHARE of the budget (the first includes compilation; the mean
-    of the others, times PACE_MARGIN, gives the step time), and the test-set forward pass with
-    the run's views. What is left after what has been spent, a second compilation (the real
-    run's schedule differs), the evaluation and FINISH_SECONDS, divided by the step time.
-    Recorded in config.json as ``steps``: a rerun replays it. Processes of one job train the
-    same steps, process 0's plan, and probe PROBE_CHUNKS chunks each: a clock could stop one
-    process's probe before another's, and their steps are collective.
+    ``steps``: that many (a rerun replaying a recorded probe); None: as many as the time budget's
+    probe takes (PROBE_CHUNKS, PROBE_SHARE). Processes of one job probe exactly PROBE_CHUNKS
+    chunks each: a clock could stop one process's probe before another's, and their steps are
+    collective. ``callbacks``: the run's stateful ones, whose state the run continues with.
+    ``should_stop``: see PaceProbe.
     """
     x_fit = _fit_images(config, x_train)
-    probe = build(config, total_steps=1, x_train=x_fit)
+    model = build(config, total_steps=None, x_train=x_fit)
     per_epoch = -(-len(x_fit) // config.batch_size)
-    chunk = min(engine.default_chunk_steps(probe), per_epoch)  # as engine.fit chunks an epoch
-    share = PROBE_SHARE if parallel.process_count() == 1 else 0.0
-    clock = ChunkClock(min_chunks=PROBE_CHUNKS, min_seconds=share * config.time_budget)
-    y = np.zeros(len(x_train), np.int64)  # labels don't change the program's cost
-    # The clock stops the probe; max_steps only bounds it (the whole budget at 1 ms a step).
-    _fit(probe, config, x_train, y, epochs=int(config.time_budget * 1000) // per_epoch + PROBE_CHUNKS,
-         max_steps=int(config.time_budget * 1000) + PROBE_CHUNKS * chunk, callbacks=[clock],
-         distribution=distribution)  # fmt: skip
-    chunk_seconds = np.diff(clock.times)
-    # Steps in each timed chunk: an epoch's whole chunks, then its remainder, epoch after epoch.
-    pattern = [min(chunk, per_epoch - k) for k in range(0, per_epoch, chunk)]
-    sizes = (pattern * (len(chunk_seconds) // len(pattern) + 1))[: len(chunk_seconds)]
-    measured_s = float(np.sum(chunk_seconds[1:]) / np.sum(sizes[1:]))  # steady chunks (the first one compiled)
-    compile_s = max(0.0, chunk_seconds[0] - measured_s * sizes[0])
+    chunk = min(engine.default_chunk_steps(model), per_epoch)  # as engine.fit chunks an epoch
+    share = PROBE_SHARE if parallel.process_count() == 1 and steps is None else 0.0
+    probe = PaceProbe(-(-per_epoch // chunk), PROBE_CHUNKS, share * (config.time_budget or 0.0), steps, should_stop)
+    bound = steps or int((config.time_budget or 0.0) * 1000) + PROBE_CHUNKS * chunk  # the budget at 1 ms a step
+    probe.model, probe.started = model, time.perf_counter()
+    with contextlib.suppress(ProbeDone):  # how the probe ends its fit
+        _fit(model, config, x_train, y_train, epochs=-(-bound // per_epoch), max_steps=bound, callbacks=callbacks,
+             checkpoint=probe, distribution=distribution)  # fmt: skip
+    probe.ended = time.perf_counter()
+    return probe
+
+
+def plan_steps(config: TrainConfig, probe: PaceProbe, x_test, started: float) -> int:
+    """How many training steps in all fit in ``config.time_budget`` seconds counted from ``started``.
+
+    From the probe's timed chunks (the first includes compilation; the mean step of the others,
+    times PACE_MARGIN, is the step time) and the test-set forward pass with the run's views,
+    measured now: the probe's steps, plus what is left after what has been spent, a second
+    compilation (the run's schedule differs from the probe's), the evaluation and FINISH_SECONDS,
+    divided by the step time. Recorded in config.json as ``steps``: a rerun replays it. Processes
+    of one job train the same steps, process 0's plan.
+    """
+    t, done = np.array(probe.times), np.array(probe.steps_at)
+    # The steady chunks (the first one compiled); just the first if a callback ended the probe there.
+    measured_s = float((t[-1] - t[0]) / (done[-1] - done[0]) if len(t) > 1 else (t[0] - probe.started) / done[0])
+    compile_s = max(0.0, t[0] - probe.started - measured_s * done[0])
     step_s = PACE_MARGIN * measured_s
     views = augment.with_identity(config.eval_views)  # as engine.evaluate computes them
     sample = x_test[: engine.INFER_BATCH]
     t0 = time.perf_counter()
-    engine.predict_views(probe, sample, views)  # compilation and one batch
+    engine.predict_views(probe.model, sample, views)  # compilation and one batch
     t1 = time.perf_counter()
-    engine.predict_views(probe, sample, views)  # one batch
+    engine.predict_views(probe.model, sample, views)  # one batch
     batch_s = time.perf_counter() - t1
     eval_s = (t1 - t0 - batch_s) + batch_s * len(x_test) / len(sample)
     left = config.time_budget - (time.perf_counter() - started) - compile_s - eval_s - FINISH_SECONDS
@@ -359,7 +423,7 @@ def plan_steps(config: TrainConfig, x_train, x_test, started: float, distributio
             f"a time budget of {config.time_budget:.0f} s leaves no time to train here: measuring, compiling and "
             f"evaluating alone take ~{needed:.0f} s on this machine. Give a larger --time-budget (or --epochs N)."
         )
-    return parallel.agree(int(left / step_s))
+    return parallel.agree(probe.state.steps + int(left / step_s))
 
 
 def train(
@@ -376,10 +440,11 @@ def train(
 
     ``dataset`` (as ``load_data()`` returns it) skips loading, for callers that train many times.
     ``started`` (a ``time.perf_counter()`` value) is when the time budget began: default now.
-    With a time budget and no recorded ``steps``, the steps are planned first (see plan_steps)
-    and the returned ``config`` carries them. ``config.devices`` > 1, or a multi-process job
-    (see fmnist.parallel.setup), trains data-parallel; then every process trains and only
-    process 0 writes (and checkpoints, and locks) ``out``.
+    With a time budget and no recorded ``steps``, the first steps are a probe and the steps are
+    planned from it (see run_probe, plan_steps); the returned ``config`` carries both counts.
+    ``config.devices`` > 1, or a multi-process job (see fmnist.parallel.setup), trains
+    data-parallel; then every process trains and only process 0 writes (and checkpoints, and
+    locks) ``out``.
 
     With ``out`` the run is resumable (see ``resume``) and locked against a second writer; an
     interrupted training already there is a RunError unless ``restart`` discards it.
@@ -452,6 +517,12 @@ def resume_config(out: Path) -> TrainConfig:
         raise CheckpointError(f"{out} cannot be resumed: {e} ({_over(out)}).") from e
 
 
+def _run_callbacks(config: TrainConfig, extra) -> tuple[EpochTimer, list[keras.callbacks.Callback]]:
+    """A run's callbacks: the config's, an EpochTimer (returned first, to read) and ``extra``."""
+    timer = EpochTimer()
+    return timer, [*config_callbacks(config), timer, *extra]
+
+
 def _train(config, out, callbacks, dataset, started, should_stop=None, resume_from=None) -> TrainResult:
     """train() and resume(): ``out`` (locked by the caller) trains through its partial_dir."""
     started = time.perf_counter() if started is None else started
@@ -460,28 +531,40 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
         x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
     phases = {"start": time.perf_counter() - started}  # seconds spent before train() (CLI: imports, data)
     distribution = parallel.data_parallel(config.devices)
+    # The callbacks whose state a fit carries (see fit_state): the probe's fit runs them too.
+    stateful = [cb for cb in callbacks if fit_state.has_state(cb)]
+    probe, probe_seconds = None, 0.0
     if config.time_budget is not None and config.steps is None:
         t = time.perf_counter()
-        config = dataclasses.replace(config, steps=plan_steps(config, x_train, x_test, started, distribution))
-        phases["plan"] = time.perf_counter() - t
+        probe = run_probe(config, x_train, y_train, _run_callbacks(config, stateful)[1], distribution,
+                          should_stop=should_stop)  # fmt: skip
+        steps = plan_steps(config, probe, x_test, started)
+        config = dataclasses.replace(config, steps=steps, probe_steps=probe.state.steps)
+        phases["plan"], probe_seconds = time.perf_counter() - t, probe.seconds
     stage = runs.partial_dir(out) if out is not None else None
-    resumable = {}
+    checkpointer = None
     if stage is not None:
         if resume_from is None and not (stage / runs.CONFIG_FILE).is_file():
             stage.mkdir(parents=True, exist_ok=True)  # the config as run (planned steps included) comes first
             runs.write_json(stage / runs.CONFIG_FILE, config.to_json())
-        resumable = {"checkpoint": Checkpointer(out, should_stop), "resume_from": resume_from}
+        checkpointer = Checkpointer(out, should_stop)
+    start = time.perf_counter()
+    if config.probe_steps and resume_from is None:  # the run continues from its probe's state
+        if probe is None:  # a rerun of a recorded plan: train the probe's steps as the run did
+            probe = run_probe(config, x_train, y_train, _run_callbacks(config, stateful)[1], distribution,
+                              steps=config.probe_steps)  # fmt: skip
+        resume_from = probe.state
     x_fit = _fit_images(config, x_train)
     per_epoch = -(-len(x_fit) // config.batch_size)
     epochs = config.epochs if config.steps is None else -(-config.steps // per_epoch)
     model = build(config, total_steps=config.steps or epochs * per_epoch, x_train=x_fit)
-    timer = EpochTimer()
-    start = time.perf_counter()
+    timer, run_callbacks = _run_callbacks(config, callbacks)
     history = _fit(
-        model, config, x_train, y_train, epochs=epochs, max_steps=config.steps,
-        callbacks=[*config_callbacks(config), timer, *callbacks], distribution=distribution, **resumable,
+        model, config, x_train, y_train, epochs=epochs, max_steps=config.steps, callbacks=run_callbacks,
+        distribution=distribution, checkpoint=checkpointer, resume_from=resume_from,
     )  # fmt: skip
-    train_seconds = phases["train"] = time.perf_counter() - start
+    phases["train"] = time.perf_counter() - start
+    train_seconds = phases["train"] + probe_seconds  # every training step's, the planning probe's too
     hist = {k: [float(v) for v in vs] for k, vs in history.history.items()} | {"seconds": timer.seconds}
     if config.label_smoothing:  # report (and save) the plain cross-entropy against the true labels
         model.compile(optimizer=model.optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])

@@ -45,7 +45,7 @@ FIELDS_SINCE = {2: ("augment_erase",), 3: ("probe_steps",)}
 # What config.json records about a run beside its TrainConfig (written by save_run).
 RUN_RECORD_KEYS = frozenset(
     {"schema", "created", "train_seconds", "phase_seconds", "epochs_run", "steps_run", "params",
-     "model_description", "versions", "device", "processes"}
+     "model_description", "versions", "device", "processes", "plan"}
 )  # fmt: skip
 
 
@@ -327,6 +327,7 @@ class PaceProbe:
         self.state: engine.FitState | None = None
         self.model: keras.Model | None = None
         self.started = self.ended = 0.0  # perf_counter() around the probe's fit
+        self.estimate: dict[str, float] = {}  # what plan_steps measured and planned with (config.json's "plan")
 
     def __call__(self, state: engine.FitState) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -354,16 +355,16 @@ class PaceProbe:
 
 
 # The time-budget probe: the run's first steps, trained at the schedule's starting rate (the
-# schedule's length is not known yet) and timed. On the 2-core machine a 16-step chunk of the
-# best recipe's conv net took 0.33-0.42 s, and the mean over 20 chunks wandered by ±7% within
-# one epoch; 11 steady chunks (~4 s) erred by ±15% at 15 minutes. So the probe times at least
-# PROBE_CHUNKS chunks and PROBE_SHARE of the budget after the first (at most its first epoch),
-# and plans with steps PACE_MARGIN slower than their mean: a whole run also pays its progress and
-# checkpoint callbacks (an epoch alone: 23.8 ms a step; in a run: 25.0). The machine's pace also
-# drifts by up to ~20% over minutes, which no probe at the start can see: the plan is made once
-# and recorded, so that a rerun replays the same steps.
+# schedule's length is not known yet) and timed. The 2-core machine's pace swings by ±15% within
+# a minute (the best recipe, 10-second windows of one run: 14.1 to 18.8 ms a step), and a probe of
+# 12 chunks (~3 s) once measured 14.6 ms for a run that then trained at 16.7. The probe's steps are
+# the run's own, so it can afford to be long: it times at least PROBE_CHUNKS chunks and
+# PROBE_SHARE of the budget after the first (which compiles), at most the first epoch (~16 s for
+# that recipe), and plans with steps PACE_MARGIN slower than their mean (the run also pays its
+# progress and checkpoint callbacks). What the machine does later no probe at the start can see:
+# the plan is made once and recorded, so that a rerun replays the same steps.
 PROBE_CHUNKS = 12
-PROBE_SHARE = 0.02
+PROBE_SHARE = 0.05
 PACE_MARGIN = 1.05
 
 
@@ -417,6 +418,8 @@ def plan_steps(config: TrainConfig, probe: PaceProbe, x_test, started: float) ->
     batch_s = time.perf_counter() - t1
     eval_s = (t1 - t0 - batch_s) + batch_s * len(x_test) / len(sample)
     left = config.time_budget - (time.perf_counter() - started) - compile_s - eval_s - FINISH_SECONDS
+    probe.estimate = {"step_ms": round(1000 * step_s, 3), "compile_s": round(compile_s, 2),
+                      "evaluate_s": round(eval_s, 2), "train_s": round(left, 1)}  # fmt: skip
     if left < step_s:
         needed = config.time_budget - left
         raise FmnistError(
@@ -573,16 +576,19 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
     phases["evaluate"] = time.perf_counter() - t
     if out is not None:
         with runs.staged_dir(out, stage=stage) as staged:  # all or nothing: a previous run there survives
-            save_run(staged, model, config, hist, metrics, train_seconds, phases)
+            save_run(staged, model, config, hist, metrics, train_seconds, phases, probe.estimate if probe else None)
         # Only now, with the run in place: a kill a moment earlier still finds the checkpoint to finish from.
         (out / runs.CHECKPOINT_FILE).unlink(missing_ok=True)
     return TrainResult(model, hist, metrics, train_seconds, out, config, probs, phases)
 
 
 def save_run(
-    out: Path, model, config: TrainConfig, history: dict, metrics: dict, train_seconds: float, phases=None
+    out: Path, model, config: TrainConfig, history: dict, metrics: dict, train_seconds: float, phases=None, plan=None
 ) -> None:
-    """Write the run directory's core artifacts (model, config, history, metrics, learning curves)."""
+    """Write the run directory's core artifacts (model, config, history, metrics, learning curves).
+
+    ``plan``: what a time budget's plan measured (PaceProbe.estimate), recorded beside the config.
+    """
     import jax
 
     runs.save_model(out / runs.MODEL_FILE, model)
@@ -600,6 +606,7 @@ def save_run(
             "versions": {"keras": keras.__version__, "jax": jax.__version__, "numpy": np.__version__},
             "device": str(jax.devices()[0].device_kind),
             "processes": jax.process_count(),  # each training ``devices`` devices (data-parallel when > 1 in all)
+            **({"plan": plan} if plan else {}),
         },
     )
     runs.save_history(out, history)

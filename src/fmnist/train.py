@@ -356,17 +356,18 @@ class PaceProbe:
 
 # The time-budget probe: the run's first steps, trained at the schedule's starting rate (the
 # schedule's length is not known yet) and timed. The 2-core machine's pace swings by ±15% within
-# a minute (the best recipe, 10-second windows of one run: 14.1 to 18.8 ms a step), and it runs
-# fast after an idle moment, as at a command's start (the first 20 chunks: 13.8 and 14.6 ms a step
-# after 30 s idle, 15.7-18.0 straight after another training). Four probes of the best recipe
-# measured 13.6-14.6 ms a step for runs that then trained at 16.5-17.4 (1.15-1.25x). So the probe
-# times at least PROBE_CHUNKS chunks and PROBE_SHARE of the budget after the first (which
-# compiles), at most the first epoch (its steps are the run's own), and plans with steps
-# PACE_MARGIN slower than their mean. What the machine does later no probe at the start can see:
-# the plan is made once and recorded, so that a rerun replays the same steps.
+# a minute (the best recipe, 10-second windows of one run: 14.1 to 18.8 ms a step) and by more
+# over minutes, both ways: probes of 5-minute runs measured 13.6 ms a step for a run that trained
+# at 16.7 (it overran by 43 s), and 19.8 for one that trained at 19.5. So the probe times at
+# least PROBE_CHUNKS chunks and PROBE_SHARE of the budget after the first (which compiles), at
+# most the first epoch (its steps are the run's own, so a longer probe costs nothing), and plans
+# with steps PACE_MARGIN slower than their mean: the run also pays its progress and checkpoint
+# callbacks. A larger margin would not make the plan safe, only shorter (1.25: the second run
+# above finished 62 s early). What the machine does later no probe at the start can see: the
+# plan is made once and recorded, so that a rerun replays the same steps.
 PROBE_CHUNKS = 12
 PROBE_SHARE = 0.05
-PACE_MARGIN = 1.25
+PACE_MARGIN = 1.05
 
 
 def run_probe(

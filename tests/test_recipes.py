@@ -248,3 +248,5 @@ def test_a_time_budget_run_records_its_plan(tmp_path):
     assert record["probe_steps"] % 19 == 0  # whole chunks: 19 steps an epoch, one chunk each
     assert record["plan"]["step_ms"] > 0 and record["plan"]["train_s"] > 0
     assert "plan" in record["phase_seconds"] and load_config(out).probe_steps == record["probe_steps"]
+    assert f"the budget's plan: its first {record['probe_steps']} steps timed" in result.output
+    assert f"so {record['steps']} steps in all" in result.output

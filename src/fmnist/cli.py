@@ -486,6 +486,12 @@ def train(
         f"(trained {len(result.history['loss'])} epochs"
         f"{f', {result.config.steps} steps' if result.config.steps else ''} in {result.train_seconds:.1f}s)"
     )
+    if result.plan:  # what the time budget's plan measured, beside what the run then took
+        p = result.plan
+        out.print(
+            f"the budget's plan: its first {result.config.probe_steps} steps timed {p['step_ms']:.3g} ms a step "
+            f"(margin included), so {result.config.steps} steps in all, {p['train_s']:.0f} s of them after the probe"
+        )
     evaluation = (result.metrics, result.probs)
     page = report.write_run_report(out_dir, model=result.model, dataset=dataset, evaluation=evaluation)
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in result.phases.items())

@@ -207,6 +207,7 @@ class TrainResult:
     config: TrainConfig  # as run: with the planned steps when a time budget set them
     probs: np.ndarray  # test-set probabilities behind ``metrics`` (averaged over the run's views)
     phases: dict[str, float]  # wall-clock seconds: start (before train()), plan, train, evaluate
+    plan: dict[str, float] = field(default_factory=dict)  # what a time budget's plan measured (PaceProbe.estimate)
 
 
 # What a time budget leaves for finishing after the last training step, beyond the measured
@@ -581,7 +582,7 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
             save_run(staged, model, config, hist, metrics, train_seconds, phases, probe.estimate if probe else None)
         # Only now, with the run in place: a kill a moment earlier still finds the checkpoint to finish from.
         (out / runs.CHECKPOINT_FILE).unlink(missing_ok=True)
-    return TrainResult(model, hist, metrics, train_seconds, out, config, probs, phases)
+    return TrainResult(model, hist, metrics, train_seconds, out, config, probs, phases, probe.estimate if probe else {})
 
 
 def save_run(

@@ -537,13 +537,12 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
         x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
     phases = {"start": time.perf_counter() - started}  # seconds spent before train() (CLI: imports, data)
     distribution = parallel.data_parallel(config.devices)
-    # The callbacks whose state a fit carries (see fit_state): the probe's fit runs them too.
-    stateful = [cb for cb in callbacks if fit_state.has_state(cb)]
+    # The probe's fit runs the run's callbacks that carry state (see fit_state), which the run continues with.
+    probe_callbacks = _run_callbacks(config, [cb for cb in callbacks if fit_state.has_state(cb)])[1]
     probe, probe_seconds = None, 0.0
     if config.time_budget is not None and config.steps is None:
         t = time.perf_counter()
-        probe = run_probe(config, x_train, y_train, _run_callbacks(config, stateful)[1], distribution,
-                          should_stop=should_stop)  # fmt: skip
+        probe = run_probe(config, x_train, y_train, probe_callbacks, distribution, should_stop=should_stop)
         steps = plan_steps(config, probe, x_test, started)
         config = dataclasses.replace(config, steps=steps, probe_steps=probe.state.steps)
         phases["plan"], probe_seconds = time.perf_counter() - t, probe.seconds
@@ -557,8 +556,7 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
     start = time.perf_counter()
     if config.probe_steps and resume_from is None:  # the run continues from its probe's state
         if probe is None:  # a rerun of a recorded plan: train the probe's steps as the run did
-            probe = run_probe(config, x_train, y_train, _run_callbacks(config, stateful)[1], distribution,
-                              steps=config.probe_steps)  # fmt: skip
+            probe = run_probe(config, x_train, y_train, probe_callbacks, distribution, steps=config.probe_steps)
         resume_from = probe.state
     x_fit = _fit_images(config, x_train)
     per_epoch = -(-len(x_fit) // config.batch_size)
@@ -577,12 +575,13 @@ def _train(config, out, callbacks, dataset, started, should_stop=None, resume_fr
     t = time.perf_counter()
     metrics, probs = engine.evaluate(model, x_test, y_test, views=config.eval_views, return_probs=True)
     phases["evaluate"] = time.perf_counter() - t
+    plan = probe.estimate if probe is not None else {}  # empty when no plan was made (a rerun replays one)
     if out is not None:
         with runs.staged_dir(out, stage=stage) as staged:  # all or nothing: a previous run there survives
-            save_run(staged, model, config, hist, metrics, train_seconds, phases, probe.estimate if probe else None)
+            save_run(staged, model, config, hist, metrics, train_seconds, phases, plan)
         # Only now, with the run in place: a kill a moment earlier still finds the checkpoint to finish from.
         (out / runs.CHECKPOINT_FILE).unlink(missing_ok=True)
-    return TrainResult(model, hist, metrics, train_seconds, out, config, probs, phases, probe.estimate if probe else {})
+    return TrainResult(model, hist, metrics, train_seconds, out, config, probs, phases, plan)
 
 
 def save_run(

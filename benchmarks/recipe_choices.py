@@ -17,6 +17,7 @@ VIEW_SETS; test accuracy for the record only. Results: BENCHMARKS.md ("How best 
     python benchmarks/recipe_choices.py --epochs 14 --candidates base,batch64,pool-first-batch64
     python benchmarks/recipe_choices.py --time-budget 300 --candidates pool-first-32-64,stride-64-128
     python benchmarks/recipe_choices.py --epochs 65.186 --candidates stride-64-128,erase-0.25,hidden-256
+    python benchmarks/recipe_choices.py --epochs 17.778 --candidates stride-64-128,whiten-18 --seeds 0,1
     python benchmarks/recipe_choices.py --recipe mlp --epochs 5 --seeds 0,1,2,3
 """
 
@@ -57,10 +58,13 @@ CANDIDATES = {  # name -> the fields changed from the best recipe
     "stride-64-128": {"model": STRIDED},
     "stride-64-128-erase": {"model": STRIDED, "augment_erase": 0.25},
     # fourth round, from the strided recipe at 15 minutes' steps (--epochs 65.186: 55,000 steps)
-    "erase-0.25": {"augment_erase": 0.25},
+    "erase-0.25": {"model": STRIDED, "augment_erase": 0.25},
     "hidden-256": {"model": dataclasses.replace(STRIDED, hidden=(256,))},
     # a step 1.39x the recipe's (--epochs 46.815: 39,500 steps, the same seconds)
     "conv-32-64-256": {"model": dataclasses.replace(STRIDED, conv_filters=(32, 64, 256))},
+    # fifth round, at 5 minutes' steps (--epochs 17.778: 15,000 steps), against stride-64-128: its first conv
+    # fixed to patch-whitening filters (18: nine directions and their negatives), then the recipe
+    "whiten-18": {"model": dataclasses.replace(STRIDED, conv_filters=(18, 64, 128), whiten=True)},
 }
 MLP = ModelSpec()
 MLP_CANDIDATES = {  # name -> the fields changed from the mlp recipe (--recipe mlp --epochs 5)

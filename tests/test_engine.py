@@ -216,6 +216,37 @@ def test_standardize_uses_the_training_images_statistics_floors_the_std_and_surv
         models.build_model(config.model)  # never a silent identity in place of the statistics
 
 
+def test_whiten_fixes_the_first_conv_to_decorrelating_filters_that_training_and_saving_keep(tiny_data, tmp_path):
+    from fmnist import runs, train
+
+    x, y = tiny_data
+    spec = models.ModelSpec(arch="cnn", conv_filters=(18, 16), pool_first=True, whiten=True)
+    config = train.TrainConfig(model=spec, epochs=1, batch_size=32, validation_split=0.25)
+    model = train.build(config, total_steps=10, x_train=x[:150])
+    conv = model.get_layer("conv0")
+    kernel = np.asarray(conv.kernel)
+    assert not conv.trainable and all(w is not conv.kernel for w in model.trainable_weights)
+    np.testing.assert_array_equal(kernel[..., 9:], -kernel[..., :9])  # each direction and its negative
+    # On the images it was made from, the first nine filters' outputs are uncorrelated, each of variance ~1.
+    seen = np.asarray(keras.Sequential(model.layers[:3])(x[:150].astype(np.float32)))[:, 1:-1, 1:-1, :9]
+    covariance = np.einsum("nhwi,nhwj->ij", seen, seen) / (seen.size / 9)
+    np.testing.assert_allclose(covariance, np.eye(9), atol=0.02)
+
+    result = train.train(config, dataset=((x, y), (x[:20], y[:20])))
+    np.testing.assert_array_equal(np.asarray(result.model.get_layer("conv0").kernel), kernel)  # never trained
+    conv1 = [np.asarray(m.get_layer("conv1").kernel) for m in (model, result.model)]
+    assert not np.allclose(*conv1)  # the layers after it train
+    loaded = keras.saving.load_model(runs.save_model(tmp_path / "model.keras", result.model))
+    assert not loaded.get_layer("conv0").trainable
+    np.testing.assert_allclose(engine.predict_proba(loaded, x), engine.predict_proba(result.model, x), rtol=1e-5)
+    assert "whitened" in spec.describe()
+    with pytest.raises(ModelError, match="needs the training images"):
+        models.build_model(spec)
+    for wrong in ({"arch": "mlp"}, {"arch": "cnn", "conv_filters": (32, 64)}, {"arch": "cnn", "conv_filters": (9,)}):
+        with pytest.raises(ModelError, match="at most 18"):
+            models.ModelSpec(whiten=True, **wrong)
+
+
 @pytest.mark.slow
 def test_seed_program_accuracy_matches_model_fit_over_three_seeds(dataset):
     """The issue's equivalence bar: mean test accuracy within 1 point of Model.fit's."""

@@ -250,3 +250,10 @@ def test_a_time_budget_run_records_its_plan(tmp_path):
     assert "plan" in record["phase_seconds"] and load_config(out).probe_steps == record["probe_steps"]
     assert f"the budget's plan: its first {record['probe_steps']} steps timed" in result.output
     assert f"so {record['steps']} steps in all" in result.output
+
+
+def test_whiten_flag_overrides_the_best_recipe_only_when_typed():
+    assert cli._fixed_flags(["--recipe", "best"]).model.whiten  # the recipe's
+    assert not cli._fixed_flags(["--recipe", "best", "--no-whiten"]).model.whiten
+    assert cli._fixed_flags(["--arch", "cnn", "--conv-filters", "18", "--whiten"]).model.whiten
+    assert not cli._fixed_flags([]).model.whiten

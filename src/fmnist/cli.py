@@ -274,10 +274,10 @@ def parse_duration(text: str) -> float:
 
 
 def _train_config(
-    recipe, hidden, activation, arch, conv_filters, conv_strides, pool_first, dropout, normalize, standardize, epochs,
-    batch_size, optimizer, learning_rate, momentum, nesterov, weight_decay, schedule, label_smoothing, augment_shift,
-    augment_flip, augment_erase, ema, eval_views, time_budget, steps, validation_split, stop_at_loss, stop_at_accuracy,
-    early_stopping, seed, limit, data_dir, devices=None,
+    recipe, hidden, activation, arch, conv_filters, conv_strides, pool_first, whiten, dropout, normalize, standardize,
+    epochs, batch_size, optimizer, learning_rate, momentum, nesterov, weight_decay, schedule, label_smoothing,
+    augment_shift, augment_flip, augment_erase, ema, eval_views, time_budget, steps, validation_split, stop_at_loss,
+    stop_at_accuracy, early_stopping, seed, limit, data_dir, devices=None,
 ):  # fmt: skip
     """The TrainConfig that `fmnist train`'s flags describe (None: not typed): the recipe's, or the
     defaults, with every typed flag overriding its field. `fmnist sweep` maps the same flags."""
@@ -291,7 +291,7 @@ def _train_config(
         "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
         "conv_filters": tuple(conv_filters) if conv_filters else None,
         "conv_strides": tuple(conv_strides) if conv_strides else None, "pool_first": pool_first,
-        "normalize": normalize, "standardize": standardize,
+        "whiten": whiten, "normalize": normalize, "standardize": standardize,
     }  # fmt: skip
     fields = {
         "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
@@ -335,6 +335,10 @@ def train(
     pool_first: Annotated[
         bool | None,
         Opt("--pool-first/--no-pool-first", help="cnn: max-pool each conv before BatchNorm+relu. [default: no]"),
+    ] = None,
+    whiten: Annotated[
+        bool | None,
+        Opt("--whiten/--no-whiten", help="cnn: a fixed (untrained) patch-whitening first conv. [default: no]"),
     ] = None,
     dropout: Annotated[float | None, Opt(help="Dropout after each hidden layer. [default: 0]")] = None,
     normalize: Annotated[
@@ -415,7 +419,7 @@ def train(
 
     flags = dict(
         recipe=recipe, hidden=hidden, activation=activation, arch=arch, conv_filters=conv_filters,
-        conv_strides=conv_strides, pool_first=pool_first, dropout=dropout, normalize=normalize,
+        conv_strides=conv_strides, pool_first=pool_first, whiten=whiten, dropout=dropout, normalize=normalize,
         standardize=standardize, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
         label_smoothing=label_smoothing, augment_shift=augment_shift, augment_flip=augment_flip,

@@ -31,6 +31,11 @@ ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "linea
 # 0.894-0.897, against 0.889 without standardising (one-off script, 2026-12-01).
 STD_FLOOR = 0.05
 STANDARDIZE_LAYER = "standardize"  # the Normalization layer's name in a standardizing model
+# whiten: the first conv's fixed filters are the principal directions of 3x3 patches of this many
+# training images, each scaled by 1 / sqrt(its variance + WHITEN_EPS) and paired with its negative
+# (so the relu keeps both signs), as in KellerJordan/airbench's whitening layer.
+WHITEN_IMAGES = 5_000
+WHITEN_EPS = 5e-4
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class ModelSpec:
     conv_filters: tuple[int, ...] = (32, 64)  # cnn, vgg: filters of each block of 3×3 convs
     pool_first: bool = False  # cnn: max-pool each conv's output before BatchNorm and relu (4x less work after it)
     conv_strides: tuple[int, ...] = ()  # cnn: each block's conv stride (empty: all 1); a strided block is not pooled
+    whiten: bool = False  # cnn: the first conv is fixed, not trained: patch-whitening filters of the training images
     flatten: bool = True  # False reproduces the tutorial's missing-Flatten mistake
     output_units: int = NUM_CLASSES  # != 10 reproduces the tutorial's wrong-output-width mistake
 
@@ -61,6 +67,11 @@ class ModelSpec:
             raise ModelError(
                 f"conv strides {list(self.conv_strides)} need one positive stride per conv block "
                 f"({len(self.conv_filters)} blocks: {list(self.conv_filters)})."
+            )
+        if self.whiten and (self.arch != "cnn" or self.conv_filters[0] % 2 or self.conv_filters[0] > 2 * 9):
+            raise ModelError(
+                f"whiten needs arch 'cnn' with an even first conv width of at most 18 (each of the 9 directions of "
+                f"a 3x3 patch and its negative), got arch {self.arch!r} with {list(self.conv_filters)}."
             )
         if any(h < 1 for h in self.hidden):
             raise ModelError(f"hidden layer widths must be positive, got {list(self.hidden)}.")
@@ -80,6 +91,7 @@ class ModelSpec:
             ("pool first", self.pool_first and self.arch == "cnn"),
             ("strides " + "-".join(map(str, self.conv_strides)), any(s > 1 for s in self.conv_strides)),
             ("raw pixels", not self.normalize),
+            ("whitened", self.whiten),
             ("standardized", self.standardize),
             (f"dropout {self.dropout}", self.dropout),
         )
@@ -91,7 +103,7 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
     """An uncompiled Keras model for raw (28, 28) images with values 0–255.
 
     ``x_train``: the images it will train on (not a validation split's), which a ``standardize``
-    spec needs for its per-pixel mean and std; other specs ignore it.
+    spec needs for its per-pixel mean and std and a ``whiten`` spec for its patches; others ignore it.
 
     - mlp: [Rescaling] → [Normalization] → Flatten → Dense(hidden, activation)… → Dense(10, softmax):
       the tutorial's, with ``standardize``'s per-pixel Normalization after the Rescaling.
@@ -100,6 +112,9 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
       of the values), then Flatten → Dense(hidden)… → Dense(10, softmax). A block whose
       ``conv_strides`` entry is s > 1 is conv3×3 with stride s → BatchNorm → relu: the stride
       downsamples instead of the pool, and the conv computes a quarter of the outputs (s = 2).
+      ``whiten``: the first conv's filters are fixed to whitening filters of ``x_train``'s 3×3
+      patches (see WHITEN_IMAGES) and never trained, so a step computes no gradient for that conv
+      or its pool.
     - vgg: per width two conv3×3 → BatchNorm → relu (one in the last block), 2×2 max pool
       between blocks, then a global max pool → Dense(10, softmax); ``hidden`` is not used.
       (32, 64, 128) is the 5-conv reference net of benchmarks/time_to_accuracy.py.
@@ -115,6 +130,9 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
         for i, filters in enumerate(spec.conv_filters):
             stride = spec.conv_strides[i] if spec.conv_strides else 1
             conv, *norm_relu = _conv_bn_relu(filters, f"{i}", stride)
+            if i == 0 and spec.whiten:
+                conv.trainable = False
+                whitened = (conv, _whitening_kernel(layers[1:], x_train, filters))
             pool = keras.layers.MaxPooling2D(2)
             if stride > 1:
                 layers += [conv, *norm_relu]
@@ -135,7 +153,30 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
         if spec.dropout:
             layers.append(keras.layers.Dropout(spec.dropout))
     layers.append(keras.layers.Dense(spec.output_units, activation="softmax", name="probabilities"))
-    return keras.Sequential(layers, name=name)
+    model = keras.Sequential(layers, name=name)
+    if spec.whiten:
+        conv, kernel = whitened
+        conv.set_weights([kernel])
+    return model
+
+
+def _whitening_kernel(before: list, x_train: np.ndarray | None, filters: int) -> np.ndarray:
+    """The (3, 3, 1, filters) kernel of fixed patch-whitening filters (see WHITEN_IMAGES).
+
+    The patches are of the images as the conv sees them: ``x_train`` passed through the layers
+    ``before`` it (Rescaling, a standardizing Normalization, the Reshape to one channel).
+    """
+    if x_train is None or len(x_train) == 0:
+        raise ModelError("a whiten spec needs the training images: build_model(spec, x_train=...).")
+    h = np.asarray(x_train[:WHITEN_IMAGES], np.float32)
+    for layer in before:
+        h = layer(h)
+    h = keras.ops.convert_to_numpy(h)[..., 0]
+    patches = np.lib.stride_tricks.sliding_window_view(h, (3, 3), axis=(1, 2)).reshape(-1, 9).astype(np.float64)
+    variances, directions = np.linalg.eigh(patches.T @ patches / len(patches))  # ascending variance
+    top = np.argsort(variances)[::-1][: filters // 2]
+    w = directions[:, top] / np.sqrt(variances[top] + WHITEN_EPS)
+    return np.concatenate([w, -w], axis=1).reshape(3, 3, 1, filters).astype(np.float32)
 
 
 def _standardizer(spec: ModelSpec, x_train: np.ndarray | None) -> keras.layers.Layer:

@@ -36,6 +36,7 @@ STANDARDIZE_LAYER = "standardize"  # the Normalization layer's name in a standar
 # (so the relu keeps both signs), as in KellerJordan/airbench's whitening layer.
 WHITEN_IMAGES = 5_000
 WHITEN_EPS = 5e-4
+WHITEN_MAX_FILTERS = 2 * 9  # each direction of a 3x3, 1-channel patch and its negative
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,11 @@ class ModelSpec:
                 f"conv strides {list(self.conv_strides)} need one positive stride per conv block "
                 f"({len(self.conv_filters)} blocks: {list(self.conv_filters)})."
             )
-        if self.whiten and (self.arch != "cnn" or self.conv_filters[0] % 2 or self.conv_filters[0] > 2 * 9):
+        first = self.conv_filters[0] if self.conv_filters else 0
+        if self.whiten and (self.arch != "cnn" or first % 2 or first > WHITEN_MAX_FILTERS):
             raise ModelError(
-                f"whiten needs arch 'cnn' with an even first conv width of at most 18 (each of the 9 directions of "
-                f"a 3x3 patch and its negative), got arch {self.arch!r} with {list(self.conv_filters)}."
+                f"whiten needs arch 'cnn' with an even first conv width of at most {WHITEN_MAX_FILTERS} (each of the 9 "
+                f"directions of a 3x3 patch and its negative), got arch {self.arch!r} with {list(self.conv_filters)}."
             )
         if any(h < 1 for h in self.hidden):
             raise ModelError(f"hidden layer widths must be positive, got {list(self.hidden)}.")
@@ -130,9 +132,6 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
         for i, filters in enumerate(spec.conv_filters):
             stride = spec.conv_strides[i] if spec.conv_strides else 1
             conv, *norm_relu = _conv_bn_relu(filters, f"{i}", stride)
-            if i == 0 and spec.whiten:
-                conv.trainable = False
-                whitened = (conv, _whitening_kernel(layers[1:], x_train, filters))
             pool = keras.layers.MaxPooling2D(2)
             if stride > 1:
                 layers += [conv, *norm_relu]
@@ -155,28 +154,29 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
     layers.append(keras.layers.Dense(spec.output_units, activation="softmax", name="probabilities"))
     model = keras.Sequential(layers, name=name)
     if spec.whiten:
-        conv, kernel = whitened
-        conv.set_weights([kernel])
+        _whiten(model, x_train)
     return model
 
 
-def _whitening_kernel(before: list, x_train: np.ndarray | None, filters: int) -> np.ndarray:
-    """The (3, 3, 1, filters) kernel of fixed patch-whitening filters (see WHITEN_IMAGES).
+def _whiten(model: keras.Model, x_train: np.ndarray | None) -> None:
+    """Fix the model's first conv to patch-whitening filters (see WHITEN_IMAGES) and freeze it.
 
     The patches are of the images as the conv sees them: ``x_train`` passed through the layers
-    ``before`` it (Rescaling, a standardizing Normalization, the Reshape to one channel).
+    before it (Rescaling, a standardizing Normalization, the Reshape to one channel).
     """
     if x_train is None or len(x_train) == 0:
         raise ModelError("a whiten spec needs the training images: build_model(spec, x_train=...).")
+    conv = model.get_layer("conv0")
     h = np.asarray(x_train[:WHITEN_IMAGES], np.float32)
-    for layer in before:
+    for layer in model.layers[: model.layers.index(conv)]:
         h = layer(h)
     h = keras.ops.convert_to_numpy(h)[..., 0]
     patches = np.lib.stride_tricks.sliding_window_view(h, (3, 3), axis=(1, 2)).reshape(-1, 9).astype(np.float64)
     variances, directions = np.linalg.eigh(patches.T @ patches / len(patches))  # ascending variance
-    top = np.argsort(variances)[::-1][: filters // 2]
+    top = np.argsort(variances)[::-1][: conv.filters // 2]
     w = directions[:, top] / np.sqrt(variances[top] + WHITEN_EPS)
-    return np.concatenate([w, -w], axis=1).reshape(3, 3, 1, filters).astype(np.float32)
+    conv.set_weights([np.concatenate([w, -w], axis=1).reshape(3, 3, 1, conv.filters).astype(np.float32)])
+    conv.trainable = False
 
 
 def _standardizer(spec: ModelSpec, x_train: np.ndarray | None) -> keras.layers.Layer:

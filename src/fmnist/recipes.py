@@ -26,7 +26,7 @@ with flip and shift views (0.9390 with the flip view alone; conv 32-64 at 10,500
 seconds) conv 32-64-256 scored 0.9468-0.9497 against the recipe's 0.9488: none is in it. The
 recipe's 18 test-time views (the image and its eight 1 px shifts, each also mirrored) beat its
 earlier six (flip and four shifts) on all four models scored (BENCHMARKS.md, fourth round):
-+0.08 to +0.15 points of validation accuracy. Then (fifth round, 15,000 steps each, seeds 0 and 1)
++0.08 to +0.15 points of validation accuracy. Then (sixth round, 15,000 steps each, seeds 0 and 1)
 the first conv fixed to 18 patch-whitening filters, as in airbench, in place of 32 learned ones:
 0.9416 validation accuracy with the 18 views against 0.9398 (one view: 0.9356 against 0.9360), in a step
 1.25x faster (14.8 ms against 18.5, seed 0): no gradient for that conv and its pool, and conv 64 reads 18

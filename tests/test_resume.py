@@ -220,8 +220,9 @@ def test_config_json_is_versioned_and_nothing_is_dropped_silently():
 SLOW_CLI = """
 import sys, time
 from fmnist import cli
+from fmnist.cli import train as train_cli  # where `fmnist train` looks up _progress_callback
 
-progress = cli._progress_callback
+progress = train_cli._progress_callback
 
 def slow():
     callback = progress()
@@ -232,7 +233,7 @@ def slow():
     callback.on_train_batch_end = on_train_batch_end
     return callback
 
-cli._progress_callback = slow
+train_cli._progress_callback = slow
 sys.argv[0] = "fmnist"
 cli.main()
 """

@@ -118,6 +118,37 @@ def test_an_interrupted_run_keeps_its_stage_and_resumes_from_the_cli(interrupted
     assert again.exit_code == 0 and "is finished: nothing to resume" in again.output
 
 
+def test_epoch_end_checkpoints_are_at_most_one_every_checkpoint_seconds_and_a_stop_always_saves(tmp_path, monkeypatch):
+    import types
+
+    import fmnist.train
+
+    now = [0.0]
+    monkeypatch.setattr(fmnist.train, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    stop = [False]
+    checkpointer = fmnist.train.Checkpointer(tmp_path / "run", should_stop=lambda: stop[0])
+    checkpointer.path.parent.mkdir(parents=True)
+
+    def state(epoch, at_epoch_end=True):
+        return types.SimpleNamespace(at_epoch_end=at_epoch_end, epoch=epoch, chunk=0 if at_epoch_end else 1,
+                                     steps=epoch, to_tree=lambda: {"epoch": epoch})  # fmt: skip
+
+    def saved():
+        return runs.load_checkpoint(checkpointer.path)["epoch"] if checkpointer.path.is_file() else None
+
+    seen = []
+    for epoch, at in enumerate([0.5, 1.9, 2.1, 3.0, 4.0, 4.2]):  # seconds since the fit began, at each epoch end
+        now[0] = at
+        checkpointer(state(epoch))
+        seen.append(saved())
+    assert fmnist.train.CHECKPOINT_SECONDS == 2.0
+    assert seen == [None, None, 2, 2, 2, 5]  # 2 s after the start, then 2 s after the last save
+    now[0], stop[0] = 4.3, True
+    with pytest.raises(Interrupted, match="--resume"):
+        checkpointer(state(6, at_epoch_end=False))
+    assert saved() == 6
+
+
 def test_a_time_budget_run_resumes_with_its_recorded_steps(dataset, tmp_path, monkeypatch):
     import fmnist.train
 
@@ -219,6 +250,7 @@ def test_config_json_is_versioned_and_nothing_is_dropped_silently():
 # the test can kill it at a chosen point of a chosen epoch.
 SLOW_CLI = """
 import sys, time
+import fmnist.train
 from fmnist import cli
 from fmnist.cli import train as train_cli  # where `fmnist train` looks up _progress_callback
 
@@ -234,6 +266,7 @@ def slow():
     return callback
 
 train_cli._progress_callback = slow
+fmnist.train.CHECKPOINT_SECONDS = 0.0  # a checkpoint at every epoch end: the kill lands after epoch 2's
 sys.argv[0] = "fmnist"
 cli.main()
 """

@@ -198,7 +198,7 @@ def train(
 ) -> None:
     """Train a model (default: the tutorial's), evaluate it on the test set, and save the run with its report.
 
-    A training checkpoints at every epoch end: after a crash or kill, `fmnist train --resume RUN` continues it to the same result. Ctrl-C (or SIGTERM) stops at the next checkpoint.
+    A training checkpoints at epoch ends (at most every 2 s): after a crash or kill, `fmnist train --resume RUN` continues it to the same result. Ctrl-C (or SIGTERM) stops within one compiled chunk and saves a checkpoint there.
     """  # noqa: E501 (one paragraph: Typer keeps line breaks)
     started = time.perf_counter()
     from fmnist import parallel, report

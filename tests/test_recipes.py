@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import jax
 import numpy as np
@@ -252,6 +253,11 @@ def test_a_time_budget_run_records_its_plan(tmp_path):
     assert "plan" in record["phase_seconds"] and load_config(out).probe_steps == record["probe_steps"]
     assert f"the budget's plan: its first {record['probe_steps']} steps timed" in result.output
     assert f"so {record['steps']} steps in all" in result.output
+    # The probe spanned whole epochs (19 steps each), which the progress lines name and do not show.
+    shown = re.search(r"Epochs 1-(\d+): the time budget's probe, timed to plan the steps \(not shown\)\nEpoch (\d+)/",
+                      result.output)  # fmt: skip
+    assert shown and int(shown[2]) == int(shown[1]) + 1 and int(shown[1]) >= record["probe_steps"] // 19 - 1
+    assert "Epoch 1/" not in result.output
 
 
 def test_whiten_flag_overrides_the_best_recipe_only_when_typed():

@@ -256,8 +256,8 @@ from fmnist.cli import train as train_cli  # where `fmnist train` looks up _prog
 
 progress = train_cli._progress_callback
 
-def slow():
-    callback = progress()
+def slow(*args):
+    callback = progress(*args)
     chunk_end = callback.on_train_batch_end
     def on_train_batch_end(step, logs=None):
         time.sleep(0.25)

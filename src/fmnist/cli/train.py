@@ -14,8 +14,12 @@ from fmnist.cli import DataDir, _load, _StopOnSignals, _use_compilation_cache, a
 from fmnist.errors import FmnistError, Interrupted
 
 
-def _progress_callback():
-    """A Keras callback that prints one line per epoch and a bar inside long epochs."""
+def _progress_callback(earlier: str = "trained before this fit"):
+    """A Keras callback that prints one line per epoch and a bar inside long epochs.
+
+    A fit that starts after epoch 1 (a resumed run; a time budget whose probe, run before the fit,
+    spanned whole epochs) first says which epochs it does not show, and why (``earlier``).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fmnist._backend import keras
@@ -23,8 +27,13 @@ def _progress_callback():
     class EpochLines(keras.callbacks.Callback):
         BAR_AFTER_S = 1.5  # epochs shorter than this get only their summary line
 
+        def on_train_begin(self, logs=None):
+            self._first = True
+
         def on_epoch_begin(self, epoch, logs=None):
-            self._start, self._bar = time.perf_counter(), None
+            if self._first and epoch > 0:
+                out.print(f"Epochs 1-{epoch}: {earlier} (not shown)")
+            self._start, self._bar, self._first = time.perf_counter(), None, False
 
         def on_train_batch_end(self, step, logs=None):
             total = self.params.get("steps")
@@ -251,7 +260,9 @@ def train(
     out.print(
         f"{doing}{named}{config.model.describe()} for {length}, batch {config.batch_size}, seed {config.seed}{where}"
     )
-    job = {"callbacks": [_progress_callback()], "dataset": dataset, "started": started}
+    # Epochs that this fit does not train itself: a resumed run's, or a time budget's probe that spanned whole epochs.
+    earlier = "before the interruption" if resume is not None else "the time budget's probe, timed to plan the steps"
+    job = {"callbacks": [_progress_callback(earlier)], "dataset": dataset, "started": started}
     with _StopOnSignals() as stop:
         try:
             if resume is not None:

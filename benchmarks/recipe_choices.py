@@ -18,6 +18,7 @@ VIEW_SETS; test accuracy for the record only. Results: BENCHMARKS.md ("How best 
     python benchmarks/recipe_choices.py --time-budget 300 --candidates pool-first-32-64,stride-64-128
     python benchmarks/recipe_choices.py --epochs 65.186 --candidates stride-64-128,erase-0.25,hidden-256
     python benchmarks/recipe_choices.py --epochs 17.778 --candidates stride-64-128,whiten-18 --seeds 0,1
+    python benchmarks/recipe_choices.py --epochs 21.728 --candidates ensemble-3
     python benchmarks/recipe_choices.py --recipe mlp --epochs 5 --seeds 0,1,2,3
 """
 
@@ -28,7 +29,7 @@ import dataclasses
 import json
 import time
 
-from fmnist import augment, data, engine, fit_inputs, recipes, train
+from fmnist import augment, data, engine, fit_inputs, models, recipes, train
 from fmnist.models import ModelSpec
 
 VALIDATION_SPLIT = 0.1
@@ -36,6 +37,7 @@ TRAINING_IMAGES = 60_000  # the dataset's training split, before the validation 
 CONV = {"arch": "cnn", "conv_filters": (32, 64), "hidden": (128,)}
 POOL_FIRST = ModelSpec(**CONV, pool_first=True)
 STRIDED = dataclasses.replace(POOL_FIRST, conv_filters=(32, 64, 128), conv_strides=(1, 2, 2))
+WHITENED = dataclasses.replace(STRIDED, conv_filters=(18, 64, 128), whiten=True)  # the recipe since the sixth round
 CANDIDATES = {  # name -> the fields changed from the best recipe
     # 2026-12-01, first round, from conv 32-64 with pooling last, batch 128 (--epochs 14)
     "base": {"model": ModelSpec(**CONV), "batch_size": 128, "learning_rate": 0.2},
@@ -64,7 +66,13 @@ CANDIDATES = {  # name -> the fields changed from the best recipe
     "conv-32-64-256": {"model": dataclasses.replace(STRIDED, conv_filters=(32, 64, 256))},
     # fifth round, at 5 minutes' steps (--epochs 17.778: 15,000 steps), against stride-64-128: its first conv
     # fixed to patch-whitening filters (18: nine directions and their negatives), then the recipe
-    "whiten-18": {"model": dataclasses.replace(STRIDED, conv_filters=(18, 64, 128), whiten=True)},
+    "whiten-18": {"model": WHITENED},
+    # seventh round, at 15 minutes' steps: the recipe alone (--epochs 65.186: 55,000 steps), or an ensemble of
+    # 3 trained side by side for a third of its steps each (--epochs 21.728), or of 2 for half (--epochs 32.593)
+    "ensemble-3": {"model": dataclasses.replace(WHITENED, members=3)},
+    "ensemble-2": {"model": dataclasses.replace(WHITENED, members=2)},
+    # a second conv 64 at 7x7 after the strided one: three learned convs, not two (a step ~2x the recipe's)
+    "repeat-64": {"model": dataclasses.replace(WHITENED, conv_repeats=(1, 2, 1))},
 }
 MLP = ModelSpec()
 MLP_CANDIDATES = {  # name -> the fields changed from the mlp recipe (--recipe mlp --epochs 5)
@@ -130,6 +138,9 @@ def main():
             "train_seconds": round(result.train_seconds, 1), "wall_seconds": round(wall, 1),
             "test_accuracy_one_view": result.metrics["accuracy"],
         }  # fmt: skip
+        for member in models.ensemble_members(result.model) or ():  # each alone, with the recipe's views
+            alone = sum(engine.predict_views(member, x_val, augment.SHIFTED_AND_MIRRORED))
+            row.setdefault("members_val_accuracy", []).append(round(float((alone.argmax(1) == y_val).mean()), 4))
         print(json.dumps(row), flush=True)
 
 

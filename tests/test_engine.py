@@ -3,6 +3,8 @@ the explained mistakes, and equivalence with Model.fit."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -245,6 +247,49 @@ def test_whiten_fixes_the_first_conv_to_decorrelating_filters_that_training_and_
     for wrong in ({"arch": "mlp"}, {"arch": "cnn", "conv_filters": (32, 64)}, {"arch": "cnn", "conv_filters": (9,)}):
         with pytest.raises(ModelError, match="at most 18"):
             models.ModelSpec(whiten=True, **wrong)
+
+
+def test_conv_repeats_add_unpooled_convs_at_each_blocks_output_size():
+    spec = models.ModelSpec(arch="cnn", conv_filters=(8, 16), conv_strides=(1, 2), conv_repeats=(2, 3), pool_first=True)
+    convs = {layer.name: layer.output.shape for layer in models.build_model(spec).layers if layer.name[:4] == "conv"}
+    assert convs == {
+        "conv0": (None, 28, 28, 8), "conv0_1": (None, 14, 14, 8),  # after the pool
+        "conv1": (None, 7, 7, 16), "conv1_1": (None, 7, 7, 16), "conv1_2": (None, 7, 7, 16),  # after the stride
+    }  # fmt: skip
+    assert "repeats 2-3" in spec.describe()
+    with pytest.raises(ModelError, match="one count of at least 1 per conv block"):
+        models.ModelSpec(arch="cnn", conv_filters=(8, 16), conv_repeats=(2,))
+
+
+def test_each_member_of_an_ensemble_trains_as_it_would_alone_and_the_saved_model_averages_them(tiny_data, tmp_path):
+    from fmnist import runs, train
+
+    x, y = tiny_data
+    net = models.ModelSpec(arch="cnn", conv_filters=(18, 16), pool_first=True, whiten=True)
+    config = train.TrainConfig(
+        model=net, epochs=2, batch_size=32, optimizer="sgd", learning_rate=0.05, momentum=0.9, augment_shift=2,
+        label_smoothing=0.1,
+    )  # fmt: skip
+    solo = train.train(config, dataset=((x, y), (x[:20], y[:20])))
+    alone = solo.model
+    config = dataclasses.replace(config, model=dataclasses.replace(net, members=3))
+    result = train.train(config, dataset=((x, y), (x[:20], y[:20])))
+    members = models.ensemble_members(result.model)
+    assert [m.name for m in members] == ["member0", "member1", "member2"]
+    # The first member is drawn first from the seed, as the net alone is, and sees the same batches:
+    # it ends with the same weights, so the ensemble's step gave it its own loss's gradient, undiluted.
+    for ours, theirs in zip(members[0].get_weights(), alone.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(members[1].get_layer("hidden0").kernel, members[0].get_layer("hidden0").kernel)
+    mean = sum(engine.predict_proba(m, x) for m in members) / 3
+    np.testing.assert_allclose(engine.predict_proba(result.model, x), mean, rtol=1e-5, atol=1e-6)
+    # Reported: the members' mean loss (random labels: each near ln 10), not their sum.
+    assert result.history["loss"][0] == pytest.approx(solo.history["loss"][0], rel=0.05)
+    loaded = keras.saving.load_model(runs.save_model(tmp_path / "model.keras", result.model))
+    np.testing.assert_allclose(engine.predict_proba(loaded, x), mean, rtol=1e-5, atol=1e-6)
+    assert models.ensemble_members(loaded) is not None and "ensemble of 3" in config.model.describe()
+    with pytest.raises(ModelError, match="at least 1 member"):
+        models.ModelSpec(members=0)
 
 
 @pytest.mark.slow

@@ -265,3 +265,13 @@ def test_whiten_flag_overrides_the_best_recipe_only_when_typed():
     assert not cli._fixed_flags(["--recipe", "best", "--no-whiten"]).model.whiten
     assert cli._fixed_flags(["--arch", "cnn", "--conv-filters", "18", "--whiten"]).model.whiten
     assert not cli._fixed_flags([]).model.whiten
+
+
+def test_members_and_conv_repeat_flags_set_their_fields_only_when_typed():
+    assert cli._fixed_flags(["--recipe", "best", "--members", "3"]).model.members == 3
+    assert cli._fixed_flags(["--recipe", "best"]).model.members == 1 and cli._fixed_flags([]).model.members == 1
+    config = cli._fixed_flags(["--recipe", "best", "--members", "2"])
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    filters, repeats = ["--conv-filters", "8", "--conv-filters", "16"], ["--conv-repeat", "2", "--conv-repeat", "3"]
+    deeper = ["--arch", "cnn", *filters, *repeats]
+    assert cli._fixed_flags(deeper).model.conv_repeats == (2, 3) and not cli._fixed_flags([]).model.conv_repeats

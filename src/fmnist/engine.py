@@ -13,7 +13,8 @@ Every training program is traced under ``kernels.cpu_kernels()``: on the CPU, Ke
 and MaxPooling2D run as a patch matrix product and a reshape-max (same maths, faster XLA:CPU
 programs; the saved model keeps Keras' layers). The forward pass alone is not: there XLA's
 own convolution is the faster one (see INFER_BATCH). ``augment`` transforms each batch inside
-the program, keyed by the seed and the step number.
+the program, keyed by the seed and the step number. An ensemble (``ModelSpec(members=N)``) trains
+each member on its own loss, in the same program.
 
 ``predict_proba`` (over ``predict_views``) is the only forward pass: ``evaluate``,
 ``Predictor``, the report and the experiments all call it; test-time views are averaged
@@ -42,8 +43,9 @@ batch-order generator, position, history, callback state) at every chunk boundar
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from functools import partial, reduce
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +53,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fmnist import augment as augment_lib
-from fmnist import fit_inputs, fit_state, kernels, metrics
+from fmnist import fit_inputs, fit_state, kernels, metrics, models
 from fmnist._backend import keras
 from fmnist.errors import ModelError
 from fmnist.fit_state import FitState
@@ -178,6 +180,45 @@ def _forward(model, tv, ntv, x, training=False):
     return y_pred, ntv
 
 
+def _training_forward(model):
+    """``((tv, ntv, x) -> (outputs, ntv, losses), len(outputs))``: the model's output in training
+    mode, as a list of one.
+
+    For an ensemble (models.ensemble_members) the list holds each member's output, from its own
+    share of the variables: the step then differentiates the sum of their losses, so each member gets
+    the gradient it would get trained alone on the same batches, rather than the gradient of the loss
+    of their mean (which trains them as one wide net, each correcting the others' errors).
+    """
+    members = models.ensemble_members(model)
+    if members is None:
+
+        def whole(tv, ntv, x):
+            y_pred, ntv, losses = model.stateless_call(tv, ntv, x, training=True, return_losses=True)
+            return [y_pred], ntv, losses
+
+        return whole, 1
+    shares = [(len(m.trainable_variables), len(m.non_trainable_variables)) for m in members]
+
+    def each(tv, ntv, x):
+        outputs, new_ntv, losses, i, j = [], [], [], 0, 0
+        for member, (n_tv, n_ntv) in zip(members, shares, strict=True):
+            y_pred, member_ntv, member_losses = member.stateless_call(
+                tv[i : i + n_tv], ntv[j : j + n_ntv], x, training=True, return_losses=True
+            )
+            outputs.append(y_pred)
+            new_ntv += member_ntv
+            losses += member_losses
+            i, j = i + n_tv, j + n_ntv
+        return outputs, new_ntv, losses
+
+    return each, len(members)
+
+
+def _total(values):
+    """Their sum, without sum()'s leading 0: a plain model's step stays the program it always was."""
+    return reduce(operator.add, values)
+
+
 def _make_train_step(model, loss_fn, augment=None):
     """One optimizer step on a batch of ``count`` real images whose images carry weights ``w``.
 
@@ -186,23 +227,26 @@ def _make_train_step(model, loss_fn, augment=None):
     weighted sum over the batch divided by its number of real images, and the accuracy (a
     ``metrics=`` metric, not a ``weighted_metrics=`` one) counts every real image once.
     ``augment(x, key)`` (see fmnist.augment) transforms the raw batch first, with a key
-    that depends only on the seed and the step number.
+    that depends only on the seed and the step number. An ensemble's reported loss is its members'
+    mean loss (see _training_forward).
     """
-    optimizer = model.optimizer
+    optimizer, (forward, n_members) = model.optimizer, _training_forward(model)
 
     def step(state, x, y, w, count, key):
         tv, ntv, ov = state
         if augment is not None:
             x = augment(x, key)
 
-        def compute_loss(tv, ntv):
-            y_pred, ntv, losses = model.stateless_call(tv, ntv, x.astype("float32"), training=True, return_losses=True)
-            loss = jnp.sum(loss_fn(y, y_pred) * w) / count
+        def compute_loss(tv, ntv):  # an ensemble's: its members' sum, which gives each its own gradient
+            outputs, ntv, losses = forward(tv, ntv, x.astype("float32"))
+            loss = _total([jnp.sum(loss_fn(y, p) * w) for p in outputs]) / count
             if losses:
                 loss = loss + sum(losses)
-            return loss, (y_pred, ntv)
+            return loss, (_total(outputs) / n_members if n_members > 1 else outputs[0], ntv)
 
         (loss, (y_pred, ntv)), grads = jax.value_and_grad(compute_loss, has_aux=True)(tv, ntv)
+        if n_members > 1:
+            loss = loss / n_members  # reported: the members' mean loss
         tv, ov = optimizer.stateless_apply(ov, grads, tv)
         labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
         real = jnp.arange(x.shape[0]) < count

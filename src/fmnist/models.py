@@ -15,6 +15,7 @@ explains before training.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,7 +53,9 @@ class ModelSpec:
     conv_filters: tuple[int, ...] = (32, 64)  # cnn, vgg: filters of each block of 3×3 convs
     pool_first: bool = False  # cnn: max-pool each conv's output before BatchNorm and relu (4x less work after it)
     conv_strides: tuple[int, ...] = ()  # cnn: each block's conv stride (empty: all 1); a strided block is not pooled
+    conv_repeats: tuple[int, ...] = ()  # cnn: convs in each block (empty: 1 each); the others follow at its output size
     whiten: bool = False  # cnn: the first conv is fixed, not trained: patch-whitening filters of the training images
+    members: int = 1  # an ensemble of this many such nets, each with its own weights; the output is their mean
     flatten: bool = True  # False reproduces the tutorial's missing-Flatten mistake
     output_units: int = NUM_CLASSES  # != 10 reproduces the tutorial's wrong-output-width mistake
 
@@ -60,6 +63,7 @@ class ModelSpec:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
         object.__setattr__(self, "conv_strides", tuple(int(s) for s in self.conv_strides))
+        object.__setattr__(self, "conv_repeats", tuple(int(r) for r in self.conv_repeats))
         if self.arch not in ("mlp", "cnn", "vgg"):
             raise ModelError(f"unknown architecture {self.arch!r}: use 'mlp', 'cnn' or 'vgg'.")
         if self.arch != "mlp" and (not self.conv_filters or min(self.conv_filters) < 1):
@@ -67,6 +71,11 @@ class ModelSpec:
         if self.conv_strides and (len(self.conv_strides) != len(self.conv_filters) or min(self.conv_strides) < 1):
             raise ModelError(
                 f"conv strides {list(self.conv_strides)} need one positive stride per conv block "
+                f"({len(self.conv_filters)} blocks: {list(self.conv_filters)})."
+            )
+        if self.conv_repeats and (len(self.conv_repeats) != len(self.conv_filters) or min(self.conv_repeats) < 1):
+            raise ModelError(
+                f"conv repeats {list(self.conv_repeats)} need one count of at least 1 per conv block "
                 f"({len(self.conv_filters)} blocks: {list(self.conv_filters)})."
             )
         first = self.conv_filters[0] if self.conv_filters else 0
@@ -83,6 +92,8 @@ class ModelSpec:
             raise ModelError(f"dropout must be in [0, 1), got {self.dropout}.")
         if self.output_units < 1:
             raise ModelError(f"output_units must be positive, got {self.output_units}.")
+        if self.members < 1:
+            raise ModelError(f"an ensemble needs at least 1 member, got {self.members}.")
 
     def describe(self) -> str:
         """A short human name, e.g. 'mlp 128' or 'cnn 32-64 / 128'."""
@@ -92,10 +103,12 @@ class ModelSpec:
         flags = (
             ("pool first", self.pool_first and self.arch == "cnn"),
             ("strides " + "-".join(map(str, self.conv_strides)), any(s > 1 for s in self.conv_strides)),
+            ("repeats " + "-".join(map(str, self.conv_repeats)), any(r > 1 for r in self.conv_repeats)),
             ("raw pixels", not self.normalize),
             ("whitened", self.whiten),
             ("standardized", self.standardize),
             (f"dropout {self.dropout}", self.dropout),
+            (f"ensemble of {self.members}", self.members > 1),
         )
         extras = [e for e, on in flags if on]
         return body + (f" ({', '.join(extras)})" if extras else "")
@@ -116,11 +129,17 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
       downsamples instead of the pool, and the conv computes a quarter of the outputs (s = 2).
       ``whiten``: the first conv's filters are fixed to whitening filters of ``x_train``'s 3×3
       patches (see WHITEN_IMAGES) and never trained, so a step computes no gradient for that conv
-      or its pool.
+      or its pool. ``conv_repeats``: a block's further convs, conv3×3 → BatchNorm → relu with
+      stride 1 and no pool, each at the block's output size.
+    - ``members`` > 1: that many of the net above (``member0``, ``member1``… each a Sequential with
+      weights of its own) read the same input, and the output is the mean of their probabilities.
+      engine.fit trains each member on its own loss (see ensemble_members).
     - vgg: per width two conv3×3 → BatchNorm → relu (one in the last block), 2×2 max pool
       between blocks, then a global max pool → Dense(10, softmax); ``hidden`` is not used.
       (32, 64, 128) is the 5-conv reference net of benchmarks/time_to_accuracy.py.
     """
+    if spec.members > 1:
+        return _ensemble(spec, name, x_train)
     layers: list = [keras.Input(IMAGE_SHAPE, name="pixels")]
     if spec.normalize:
         layers.append(keras.layers.Rescaling(1.0 / 255, name="normalize"))
@@ -137,6 +156,8 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
                 layers += [conv, *norm_relu]
             else:
                 layers += [conv, pool, *norm_relu] if spec.pool_first else [conv, *norm_relu, pool]
+            for j in range(1, spec.conv_repeats[i] if spec.conv_repeats else 1):
+                layers += _conv_bn_relu(filters, f"{i}_{j}")
     if spec.arch == "vgg":
         last = len(spec.conv_filters) - 1
         for i, filters in enumerate(spec.conv_filters):
@@ -156,6 +177,30 @@ def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np
     if spec.whiten:
         _whiten(model, x_train)
     return model
+
+
+def _ensemble(spec: ModelSpec, name: str, x_train: np.ndarray | None) -> keras.Model:
+    single = dataclasses.replace(spec, members=1)
+    pixels = keras.Input(IMAGE_SHAPE, name="pixels")
+    members = [build_model(single, f"member{i}", x_train) for i in range(spec.members)]  # successive weight draws
+    return keras.Model(pixels, keras.layers.Average(name="probabilities")([m(pixels) for m in members]), name=name)
+
+
+def ensemble_members(model: keras.Model) -> list[keras.Model] | None:
+    """The member nets of an ensemble ``build_model`` made (their outputs' mean is the model's), else None.
+
+    Their variables, in order, are the model's: a training step can call each member on its share
+    of them (engine.fit does, so that each member learns from its own loss, as if trained alone).
+    """
+    if not model.layers or not isinstance(model.layers[-1], keras.layers.Average):
+        return None
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if not members or len(model.layers) != len(members) + 2:  # the input, the members, their mean
+        return None
+    for kind in ("trainable_variables", "non_trainable_variables"):
+        if [id(v) for v in getattr(model, kind)] != [id(v) for m in members for v in getattr(m, kind)]:
+            return None
+    return members
 
 
 def _whiten(model: keras.Model, x_train: np.ndarray | None) -> None:

@@ -6,9 +6,9 @@
     write_report(result, Path("runs/sweep"))                   # report.html and sweep.json
 
 How a sweep works, and why:
-- ``FIELD=V1,V2,...`` names any TrainConfig field or model field (hidden, arch, activation,
-  dropout, conv_filters, conv_strides, pool_first, whiten, normalize, standardize), with dashes or
-  underscores. Commas separate the grid's values; a multi-layer value joins its layers with ``x``:
+- ``FIELD=V1,V2,...`` names any TrainConfig field or model field (hidden, arch, activation, dropout,
+  conv_filters, conv_strides, conv_repeats, pool_first, whiten, members, normalize, standardize), with
+  dashes or underscores. Commas separate the grid's values; a multi-layer value joins its layers with ``x``:
   ``hidden=128,512x256`` is two values, one layer of 128 and two layers of 512 then 256. Test-time
   views join with ``+`` (``eval_views=identity,identity+flip``); ``none`` is None (or no layers)
   where a field allows it.
@@ -68,8 +68,8 @@ REPORT_FILE = "report.html"
 RESULTS_FILE = "sweep.json"
 MAX_SERIES = 6  # lines per plot panel (one per setting of the other fields); more: the best of them per value
 NOT_SWEPT = {  # fields a grid may not vary, and what to do instead
-    "model": "sweep its fields instead (hidden, arch, activation, dropout, conv_filters, conv_strides, pool_first, "
-    "whiten, normalize, standardize)",
+    "model": "sweep its fields instead (hidden, arch, activation, dropout, conv_filters, conv_strides, conv_repeats, "
+    "pool_first, whiten, members, normalize, standardize)",
     "seed": "use --seeds N: every point runs with seeds 0..N-1",
     "data_dir": "give --data-dir once",
     "recipe": "give --recipe once: it fixes the starting point of every trial",

@@ -74,7 +74,7 @@ def _train_config(
     recipe, hidden, activation, arch, conv_filters, conv_strides, pool_first, whiten, dropout, normalize, standardize,
     epochs, batch_size, optimizer, learning_rate, momentum, nesterov, weight_decay, schedule, label_smoothing,
     augment_shift, augment_flip, augment_erase, ema, eval_views, time_budget, steps, validation_split, stop_at_loss,
-    stop_at_accuracy, early_stopping, seed, limit, data_dir, devices=None,
+    stop_at_accuracy, early_stopping, seed, limit, data_dir, devices=None, members=None, conv_repeats=None,
 ):  # fmt: skip
     """The TrainConfig that `fmnist train`'s flags describe (None: not typed): the recipe's, or the
     defaults, with every typed flag overriding its field. `fmnist sweep` maps the same flags."""
@@ -88,7 +88,8 @@ def _train_config(
         "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
         "conv_filters": tuple(conv_filters) if conv_filters else None,
         "conv_strides": tuple(conv_strides) if conv_strides else None, "pool_first": pool_first,
-        "whiten": whiten, "normalize": normalize, "standardize": standardize,
+        "conv_repeats": tuple(conv_repeats) if conv_repeats else None,
+        "whiten": whiten, "normalize": normalize, "standardize": standardize, "members": members,
     }  # fmt: skip
     fields = {
         "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
@@ -129,6 +130,10 @@ def train(
         list[int] | None,
         Opt("--conv-stride", help="cnn: each block's conv stride; repeat, one per block. [default: 1 each, pooled]"),
     ] = None,
+    conv_repeats: Annotated[
+        list[int] | None,
+        Opt("--conv-repeat", help="cnn: convs in each block; repeat, one per block (deeper blocks). [default: 1 each]"),
+    ] = None,
     pool_first: Annotated[
         bool | None,
         Opt("--pool-first/--no-pool-first", help="cnn: max-pool each conv before BatchNorm+relu. [default: no]"),
@@ -138,6 +143,13 @@ def train(
         Opt("--whiten/--no-whiten", help="cnn: a fixed (untrained) patch-whitening first conv. [default: no]"),
     ] = None,
     dropout: Annotated[float | None, Opt(help="Dropout after each hidden layer. [default: 0]")] = None,
+    members: Annotated[
+        int | None,
+        Opt(
+            help="An ensemble of N such nets trained side by side, each on its own loss; it predicts their mean. "
+            "[default: 1]"
+        ),
+    ] = None,
     normalize: Annotated[
         bool | None,
         Opt("--normalize/--no-normalize", help="Divide pixels by 255 inside the model. [default: normalize]"),
@@ -216,9 +228,10 @@ def train(
 
     flags = dict(
         recipe=recipe, hidden=hidden, activation=activation, arch=arch, conv_filters=conv_filters,
-        conv_strides=conv_strides, pool_first=pool_first, whiten=whiten, dropout=dropout, normalize=normalize,
-        standardize=standardize, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-        momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
+        conv_strides=conv_strides, conv_repeats=conv_repeats, pool_first=pool_first, whiten=whiten, dropout=dropout,
+        members=members, normalize=normalize, standardize=standardize, epochs=epochs, batch_size=batch_size,
+        optimizer=optimizer, learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
+        weight_decay=weight_decay, schedule=schedule,
         label_smoothing=label_smoothing, augment_shift=augment_shift, augment_flip=augment_flip,
         augment_erase=augment_erase, ema=ema, eval_views=eval_views, time_budget=time_budget, steps=steps,
         validation_split=validation_split,

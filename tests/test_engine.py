@@ -316,3 +316,36 @@ def test_same_architecture_reuses_the_compiled_program_and_trains_the_same(tiny_
     assert first == second
     engine.fit(seed_model(hidden=(64,)), x, y, epochs=1)
     assert len(engine._PROGRAMS) == min(len(programs) + 1, engine.PROGRAMS_KEPT)
+
+
+@pytest.mark.parametrize(("n", "batch_size", "chunk_steps"), [(100, 32, None), (100, 32, 3), (96, 32, 1), (100, 7, 5)])
+def test_chunking_is_how_fit_chunks_an_epoch(tiny_data, n, batch_size, chunk_steps):
+    """The planner's arithmetic (batching.chunking) is fit's own: its chunks and steps per epoch."""
+    from fmnist import batching
+
+    x, y = tiny_data[0][:n], tiny_data[1][:n]
+    model, states = seed_model(), []
+    engine.fit(model, x, y, epochs=2, batch_size=batch_size, chunk_steps=chunk_steps, checkpoint=states.append)
+    plan = batching.chunking(model, n, batch_size, chunk_steps)
+    assert plan.steps_per_epoch == batching.ceil_div(n, batch_size) == int(np.ceil(n / batch_size))
+    assert states[0].plan["chunk_steps"] == plan.chunk_steps
+    in_epoch = [s for s in states if s.epoch == 0 and not s.at_epoch_end]
+    assert [s.chunk for s in in_epoch] == list(range(1, plan.chunks_per_epoch + 1))
+    assert [s.steps for s in states if s.at_epoch_end] == [plan.steps_per_epoch, 2 * plan.steps_per_epoch]
+    assert int(model.optimizer.iterations.numpy()) == 2 * plan.steps_per_epoch
+
+
+def test_every_fit_state_reads_back_as_the_position_it_was_taken_at(tiny_data):
+    """Chunk boundaries and epoch ends: the FitState fit hands out converts back to the same Position."""
+    x, y = tiny_data[0][:100], tiny_data[1][:100]
+    states = []
+    engine.fit(seed_model(), x, y, epochs=2, batch_size=10, chunk_steps=4, seed=1, checkpoint=states.append)
+    assert len(states) == 2 * (3 + 1)  # 10 steps an epoch in chunks of 4, 4, 2; then the epoch end
+    for state in states:
+        position = engine.Position.from_state(state)
+        fields = ("epoch", "chunk", "steps", "epoch_start_steps", "running", "rng")
+        assert [getattr(position, f) for f in fields] == [getattr(state, f) for f in fields]
+    assert [(s.epoch, s.chunk, s.steps, s.epoch_start_steps) for s in states[:4]] == [
+        (0, 1, 4, 0), (0, 2, 8, 0), (0, 3, 10, 0), (1, 0, 10, 10)
+    ]  # fmt: skip
+    assert [s.running[2] for s in states] == [40.0, 80.0, 100.0, 0.0] * 2  # images seen in the epoch so far

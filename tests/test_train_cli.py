@@ -126,3 +126,26 @@ def test_staged_dir_replaces_whole_or_keeps_the_old_run(tmp_path):
         (stage / "b.txt").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"], "no staging or old folders left behind"
+
+
+def test_every_setting_with_a_flag_has_help_and_maps_onto_its_field():
+    """The train command's setting flags come from the ModelSpec/TrainConfig fields: each field that is a
+    flag carries help text, and typing its flag sets that field (the same path `fmnist sweep` takes)."""
+    import dataclasses
+
+    from fmnist.cli import train as cli_train
+    from fmnist.config import ModelSpec
+
+    names = {f.name for cls in (ModelSpec, TrainConfig) for f in dataclasses.fields(cls)} - cli_train.NOT_FLAGS
+    assert {f.field for f in cli_train.SETTING_FLAGS} == names
+    for flag in cli_train.SETTING_FLAGS:
+        owner = ModelSpec if flag.in_model else TrainConfig
+        field = next(f for f in dataclasses.fields(owner) if f.name == flag.field)
+        assert field.metadata["help"].strip(), flag.field
+        option = flag.parameter.annotation.__metadata__[0]
+        assert field.metadata["help"] in option.help, flag.field
+    typed = ["--conv-repeat", "2", "--conv-repeat", "1", "--arch", "cnn", "--limit", "7", "--eval-view", "flip",
+             "--time-budget", "2m", "--no-normalize", "--momentum", "0.5"]  # fmt: skip
+    config = cli._fixed_flags(typed)
+    assert config.model.conv_repeats == (2, 1) and config.model.arch == "cnn" and not config.model.normalize
+    assert (config.train_limit, config.eval_views, config.time_budget, config.momentum) == (7, ("flip",), 120.0, 0.5)

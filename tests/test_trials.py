@@ -149,3 +149,52 @@ def test_an_experiment_killed_midway_reruns_only_its_missing_trials(dataset, tmp
     assert (
         saved["experiments"]["normalization"]["conclusion"] == reference["experiments"]["normalization"]["conclusion"]
     )
+
+
+# --------------------------------------------------------------------------- one record for experiments and sweeps
+def _outcome() -> dict:
+    """A trained trial's outcome as run_trial returns it: 3 epochs, a test snapshot after epoch 2."""
+    history = {
+        "loss": [0.9, 0.6, 0.5],
+        "accuracy": [0.7, 0.8, 0.85],
+        "val_loss": [0.8, 0.55, 0.6],
+        "val_accuracy": [0.72, 0.81, 0.8],
+        "seconds": [3.0, 1.0, 1.2],
+    }
+    return {
+        "history": history,
+        "metrics": {"accuracy": 0.84, "loss": 0.52},
+        "snapshots": {"2": {"accuracy": 0.82, "loss": 0.58}},
+        "params": 101_770,
+        "fit_seconds": 5.5,
+        "validation": {"accuracy": 0.83, "loss": 0.57, "n": 60},
+    }
+
+
+def test_one_trial_record_reads_a_trial_whole_or_cut_at_an_earlier_epoch():
+    whole, cut = tr.trial_record(_outcome()), tr.trial_record(_outcome(), 2)
+    assert whole["accuracy"] == 0.84 and whole["epochs_run"] == 3 and whole["train_loss"] == 0.5
+    assert whole["best_val_epoch"] == 2 and whole["best_val_loss"] == 0.55 and whole["gap"] == pytest.approx(0.1)
+    assert whole["seconds_per_epoch"] == pytest.approx(1.1) and whole["compile_seconds"] == pytest.approx(1.9)
+    assert cut["accuracy"] == 0.82 and cut["loss"] == 0.58  # the test snapshot after epoch 2, not the final model
+    assert cut["epochs_run"] == 2 and cut["history"]["loss"] == [0.9, 0.6] and cut["train_seconds"] == 4.0
+
+
+def test_experiments_and_sweeps_read_the_same_record_and_split():
+    from fmnist import experiments, sweep, sweep_report
+
+    assert experiments.VALIDATION_SPLIT == sweep.VALIDATION_SPLIT == tr.VALIDATION_SPLIT
+    assert (experiments.DEFAULT_SEEDS, sweep.DEFAULT_SEEDS) == (3, 2)  # on purpose: 3 for the tutorial's answers
+    point = sweep.Point((("hidden", (128,)),))
+    record = sweep._record(point, 0, _outcome())
+    shared = tr.trial_record(_outcome())
+    assert list(record) == ["seed", "run", *sweep.NUMBERS]
+    assert {k: record[k] for k in ("accuracy", "loss", "train_loss", "epochs_run", "params")} == {
+        k: shared[k] for k in ("accuracy", "loss", "train_loss", "epochs_run", "params")
+    }
+    # A sweep chooses on the final model's held-out score and counts the whole training's seconds.
+    assert (record["val_accuracy"], record["val_loss"], record["train_seconds"]) == (0.83, 0.57, 5.5)
+    assert experiments._record(_outcome(), 3) == shared
+    assert sweep.write_report is sweep_report.write_report and sweep.RESULTS_FILE == sweep_report.RESULTS_FILE
+    with pytest.raises(AttributeError):
+        sweep.no_such_name  # noqa: B018

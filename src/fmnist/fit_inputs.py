@@ -66,7 +66,26 @@ def train_size(n: int, validation_split: float) -> int:
     return math.floor(n * (1.0 - validation_split)) if validation_split else n
 
 
-def split_validation(x, y, sw, validation_data, validation_split):
+def training_arrays(x, y, class_weight, sample_weight, validation_data, validation_split):
+    """``((x, y, sample_weights), held_out)``: fit's arrays checked, and its validation set split off.
+
+    ``sample_weights`` is None when every image weighs 1; ``class_weight`` is left for the caller to
+    apply to the training labels once the model has been checked against them.
+    """
+    x = as_array(x, "x")
+    if y is None:
+        raise ModelError("fmnist.fit needs the labels: pass y, an array of one integer label per image in x.")
+    y = as_array(y, "y")
+    if class_weight is not None and sample_weight is not None:
+        raise ModelError(
+            "pass class_weight or sample_weight, not both (as Model.fit): multiply the class weights into the "
+            "sample weights, e.g. sample_weight * np.array([class_weight.get(c, 1.0) for c in range(10)])[y]."
+        )
+    sample_weights = None if sample_weight is None else weights_array(sample_weight, len(x), "sample_weight")
+    return split_validation(x, y, sample_weights, validation_data, validation_split)
+
+
+def split_validation(x, y, sample_weights, validation_data, validation_split):
     """(x, y, weights) to train on and (x, y, weights) to validate on, as Model.fit splits them."""
     if validation_data is not None:
         if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
@@ -80,16 +99,17 @@ def split_validation(x, y, sw, validation_data, validation_split):
                 f"validation_data has {len(vx)} images but {len(vy)} labels: they must be the same length."
             )
         vw = validation_data[2] if len(validation_data) == 3 else None
-        return (x, y, sw), (vx, vy, None if vw is None else weights_array(vw, len(vx), "validation sample_weight"))
+        vw = None if vw is None else weights_array(vw, len(vx), "validation sample_weight")
+        return (x, y, sample_weights), (vx, vy, vw)
     if not 0.0 <= validation_split < 1.0:
         raise ModelError(f"validation_split must be in [0, 1), got {validation_split}.")
     if validation_split == 0.0:
-        return (x, y, sw), None
+        return (x, y, sample_weights), None
     # As Model.fit: the last fraction of the data (and of the sample weights), taken before any shuffling.
     cut = train_size(len(x), validation_split)
     if cut == 0 or cut == len(x):
         raise ModelError(f"validation_split={validation_split} leaves an empty training or validation set.")
-    head, tail = (None, None) if sw is None else (sw[:cut], sw[cut:])
+    head, tail = (None, None) if sample_weights is None else (sample_weights[:cut], sample_weights[cut:])
     return (x[:cut], y[:cut], head), (x[cut:], y[cut:], tail)
 
 

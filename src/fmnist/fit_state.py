@@ -108,11 +108,22 @@ def restore(model, history, callbacks, state: FitState, plan: dict) -> None:
     model.stop_training = state.stopped
 
 
+def model_state(model: keras.Model, optimizer: bool = True) -> tuple[list, list, list]:
+    """The arrays a compiled program takes: trainable, non-trainable and optimizer variables."""
+    opt_vars = model.optimizer.variables if optimizer else []
+    return (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in opt_vars],
+    )
+
+
 def write_back(model: keras.Model, state) -> None:
-    tv, ntv, ov = state
-    for var, value in zip(model.trainable_variables, tv, strict=True):
+    """Put ``model_state``-shaped arrays back into the model's variables."""
+    trainable, non_trainable, optimizer_variables = state
+    for var, value in zip(model.trainable_variables, trainable, strict=True):
         var.assign(value)
-    for var, value in zip(model.non_trainable_variables, ntv, strict=True):
+    for var, value in zip(model.non_trainable_variables, non_trainable, strict=True):
         var.assign(value)
-    for var, value in zip(model.optimizer.variables, ov, strict=True):
+    for var, value in zip(model.optimizer.variables, optimizer_variables, strict=True):
         var.assign(value)

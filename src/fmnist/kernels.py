@@ -7,7 +7,7 @@ XLA:CPU programs (benchmarks/conv_speed.py, BENCHMARKS.md):
 
 - a convolution (any stride) as one matrix product over its image patches ("im2col"):
   in a whole conv training step it beat XLA's own convolution, and unlike it stays fast
-  inside a compiled loop of steps (XLA's convolution made a looped step ~6x slower);
+  inside a compiled loop of steps (XLA's convolution made a looped step several times slower);
 - non-overlapping max pooling as a reshape and a max, with a gradient that routes each
   window's gradient to its first maximum, as XLA's ``select_and_scatter`` does, but in
   elementwise code: the gradient of ``lax.reduce_window`` max took most of a conv step.

@@ -16,16 +16,14 @@ explains before training.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from fmnist._backend import keras
-from fmnist.data import IMAGE_SHAPE, NUM_CLASSES
+from fmnist.config import ACTIVATIONS, WHITEN_MAX_FILTERS, ModelSpec, spec_from_dict
+from fmnist.data import IMAGE_SHAPE
 from fmnist.errors import ModelError
 
-ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "linear")
 # standardize: the smallest per-pixel std divided by (on the 0-1 scale). Border pixels are ~0 in
 # nearly every training image; dividing by their tiny std would turn one stray bright pixel of a
 # user's photo into a huge input. On validation (mlp recipe, 2 seeds) floors 0.02-0.2 all scored
@@ -37,84 +35,16 @@ STANDARDIZE_LAYER = "standardize"  # the Normalization layer's name in a standar
 # (so the relu keeps both signs), as in KellerJordan/airbench's whitening layer.
 WHITEN_IMAGES = 5_000
 WHITEN_EPS = 5e-4
-WHITEN_MAX_FILTERS = 2 * 9  # each direction of a 3x3, 1-channel patch and its negative
+# The spec is plain data, kept with the other settings in fmnist.config; these names stay importable from here.
+__all__ = ["ACTIVATIONS", "OPTIMIZERS", "WHITEN_MAX_FILTERS", "ModelSpec", "build_model", "compile_model",
+           "ensemble_members", "spec_from_dict"]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What to build. Defaults are the tutorial's seed model."""
-
-    arch: Literal["mlp", "cnn", "vgg"] = "mlp"  # mlp: Dense layers on the flat image; cnn, vgg: see build_model
-    hidden: tuple[int, ...] = (128,)  # widths of the hidden Dense layers, in order
-    activation: str = "relu"  # activation of every hidden layer
-    normalize: bool = True  # start with Rescaling(1/255), so the model takes raw 0–255 pixels
-    standardize: bool = False  # then per-pixel (x - mean) / std of the training images (build_model's x_train)
-    dropout: float = 0.0  # dropout rate after each hidden layer (0 = none, as in the tutorial)
-    conv_filters: tuple[int, ...] = (32, 64)  # cnn, vgg: filters of each block of 3×3 convs
-    pool_first: bool = False  # cnn: max-pool each conv's output before BatchNorm and relu (4x less work after it)
-    conv_strides: tuple[int, ...] = ()  # cnn: each block's conv stride (empty: all 1); a strided block is not pooled
-    conv_repeats: tuple[int, ...] = ()  # cnn: convs in each block (empty: 1 each); the others follow at its output size
-    whiten: bool = False  # cnn: the first conv is fixed, not trained: patch-whitening filters of the training images
-    members: int = 1  # an ensemble of this many such nets, each with its own weights; the output is their mean
-    flatten: bool = True  # False reproduces the tutorial's missing-Flatten mistake
-    output_units: int = NUM_CLASSES  # != 10 reproduces the tutorial's wrong-output-width mistake
-
-    def __post_init__(self):
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
-        object.__setattr__(self, "conv_strides", tuple(int(s) for s in self.conv_strides))
-        object.__setattr__(self, "conv_repeats", tuple(int(r) for r in self.conv_repeats))
-        if self.arch not in ("mlp", "cnn", "vgg"):
-            raise ModelError(f"unknown architecture {self.arch!r}: use 'mlp', 'cnn' or 'vgg'.")
-        if self.arch != "mlp" and (not self.conv_filters or min(self.conv_filters) < 1):
-            raise ModelError(f"conv filters must be positive, got {list(self.conv_filters)}.")
-        if self.conv_strides and (len(self.conv_strides) != len(self.conv_filters) or min(self.conv_strides) < 1):
-            raise ModelError(
-                f"conv strides {list(self.conv_strides)} need one positive stride per conv block "
-                f"({len(self.conv_filters)} blocks: {list(self.conv_filters)})."
-            )
-        if self.conv_repeats and (len(self.conv_repeats) != len(self.conv_filters) or min(self.conv_repeats) < 1):
-            raise ModelError(
-                f"conv repeats {list(self.conv_repeats)} need one count of at least 1 per conv block "
-                f"({len(self.conv_filters)} blocks: {list(self.conv_filters)})."
-            )
-        first = self.conv_filters[0] if self.conv_filters else 0
-        if self.whiten and (self.arch != "cnn" or first % 2 or first > WHITEN_MAX_FILTERS):
-            raise ModelError(
-                f"whiten needs arch 'cnn' with an even first conv width of at most {WHITEN_MAX_FILTERS} (each of the 9 "
-                f"directions of a 3x3 patch and its negative), got arch {self.arch!r} with {list(self.conv_filters)}."
-            )
-        if any(h < 1 for h in self.hidden):
-            raise ModelError(f"hidden layer widths must be positive, got {list(self.hidden)}.")
-        if self.activation not in ACTIVATIONS:
-            raise ModelError(f"unknown activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ModelError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.output_units < 1:
-            raise ModelError(f"output_units must be positive, got {self.output_units}.")
-        if self.members < 1:
-            raise ModelError(f"an ensemble needs at least 1 member, got {self.members}.")
-
-    def describe(self) -> str:
-        """A short human name, e.g. 'mlp 128' or 'cnn 32-64 / 128'."""
-        widths = "-".join(map(str, self.hidden)) or "none"
-        filters = "-".join(map(str, self.conv_filters))
-        body = {"mlp": f"mlp {widths}", "cnn": f"cnn {filters} / {widths}", "vgg": f"vgg {filters}"}[self.arch]
-        flags = (
-            ("pool first", self.pool_first and self.arch == "cnn"),
-            ("strides " + "-".join(map(str, self.conv_strides)), any(s > 1 for s in self.conv_strides)),
-            ("repeats " + "-".join(map(str, self.conv_repeats)), any(r > 1 for r in self.conv_repeats)),
-            ("raw pixels", not self.normalize),
-            ("whitened", self.whiten),
-            ("standardized", self.standardize),
-            (f"dropout {self.dropout}", self.dropout),
-            (f"ensemble of {self.members}", self.members > 1),
-        )
-        extras = [e for e, on in flags if on]
-        return body + (f" ({', '.join(extras)})" if extras else "")
-
-
-def build_model(spec: ModelSpec = ModelSpec(), name: str = "fmnist", x_train: np.ndarray | None = None) -> keras.Model:
+def build_model(
+    spec: ModelSpec = ModelSpec(),  # noqa: B008 (a frozen dataclass)
+    name: str = "fmnist",
+    x_train: np.ndarray | None = None,
+) -> keras.Model:
     """An uncompiled Keras model for raw (28, 28) images with values 0–255.
 
     ``x_train``: the images it will train on (not a validation split's), which a ``standardize``
@@ -256,12 +186,3 @@ def compile_model(model: keras.Model, optimizer: str = "adam", learning_rate: fl
         opt.learning_rate = learning_rate
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
-
-
-def spec_from_dict(d: dict) -> ModelSpec:
-    """Inverse of ``dataclasses.asdict`` for a spec read from JSON."""
-    known = {f for f in ModelSpec.__dataclass_fields__}
-    unknown = set(d) - known
-    if unknown:
-        raise ModelError(f"unknown model spec fields {sorted(unknown)}; known: {sorted(known)}.")
-    return ModelSpec(**d)

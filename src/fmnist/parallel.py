@@ -12,6 +12,15 @@ from its environment variables (the same on every host but the process id)::
 on four. On a CPU, N devices are simulated (``jax_num_cpu_devices``); they share the
 machine's cores, so they show that the maths is right, not a speed-up. CPU processes
 all-reduce over gloo (TCP).
+
+``Placement`` is where a data-parallel fit keeps its arrays: weights and optimizer state
+replicated over the device mesh, each step's global batch split over the devices on its batch
+axis, and XLA all-reducing the gradients (and BatchNorm's batch statistics) inside the compiled
+chunk. The maths is the one-device maths: the same seed gives the same weights on any number of
+devices, to float rounding (sums are reduced in another order). A conv net's max-pooling and
+ReLUs amplify rounding-size differences within tens of steps, as a nudge of one part in 10^7 to
+the initial weights does on one device (benchmarks/scaling.py), so long runs agree in accuracy
+rather than bit for bit.
 """
 
 from __future__ import annotations
@@ -19,7 +28,12 @@ from __future__ import annotations
 import contextlib
 import os
 
-from fmnist.errors import DistributionError
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from fmnist._backend import keras
+from fmnist.errors import DistributionError, ModelError
 
 ENV_ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
 ENV_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
@@ -43,8 +57,6 @@ def setup(devices: int = 1) -> None:
     it, the library never does. Without a GPU or TPU, ``devices`` CPU devices are simulated
     (unless ``JAX_NUM_CPU_DEVICES`` already says how many).
     """
-    import jax
-
     if devices < 1:
         raise DistributionError(f"--devices {devices}: give a number of devices of at least 1.")
     if devices > 1 and ENV_CPU_DEVICES not in os.environ:
@@ -58,8 +70,6 @@ def setup(devices: int = 1) -> None:
 
 
 def _join() -> None:
-    from fmnist._backend import keras
-
     missing = [name for name in (ENV_ADDRESSES, ENV_PROCESS_ID) if not os.environ.get(name)]
     if missing:
         raise DistributionError(
@@ -81,10 +91,6 @@ def data_parallel(devices: int = 1):
 
     None for one device in one process: fmnist's single-device programs are the fastest there.
     """
-    import jax
-
-    from fmnist._backend import keras
-
     local = jax.local_devices()
     if devices > len(local):
         hint = (
@@ -103,24 +109,88 @@ def data_parallel(devices: int = 1):
 
 def process_index() -> int:
     """This process's number in the job (0 when alone): process 0 writes the run directory."""
-    import jax
-
     return jax.process_index()
 
 
 def process_count() -> int:
     """Processes in the job (1 when alone)."""
-    import jax
-
     return jax.process_count()
 
 
 def agree(value: int) -> int:
     """Process 0's ``value`` in every process (e.g. steps planned from a time budget, measured per process)."""
-    import jax
-
     if jax.process_count() == 1:
         return value
     from jax.experimental import multihost_utils
 
     return int(multihost_utils.broadcast_one_to_all(value))
+
+
+def shared_seed(seed: int | None) -> int | None:
+    """Processes of one job must draw the same batches: without a seed, process 0's random one for all."""
+    if seed is not None or jax.process_count() == 1:
+        return seed
+    return agree(int(np.random.default_rng().integers(2**31)))
+
+
+class Placement:
+    """Where a data-parallel fit keeps its arrays: state replicated over the mesh, batches split.
+
+    Every process holds the same training arrays and draws the same batch order (same seed), so
+    each epoch's permuted batches are laid out ``[step, global_batch, ...]`` and every device
+    builds only its own share of every batch (``make_array_from_callback``: no process gathers
+    rows for another's devices, and no step gathers rows across devices inside the program).
+    A chunk's batches are placed just before it runs, so the devices hold one chunk at a time.
+    Arrays are global ``jax.Array``s, so the same code runs one process with N devices and N
+    processes over the network (``jax.distributed``).
+    """
+
+    def __init__(self, distribution, batch_size: int):
+        if not isinstance(distribution, keras.distribution.DataParallel):
+            raise ModelError(
+                f"fmnist.fit trains data-parallel only; got a {type(distribution).__name__}: pass "
+                "keras.distribution.DataParallel(devices=...) (weights replicated, each batch split over the devices)."
+            )
+        mesh = distribution.device_mesh.backend_mesh
+        self.devices = int(mesh.devices.size)
+        if batch_size % self.devices:
+            raise ModelError(
+                f"a batch of {batch_size} images does not split evenly over {self.devices} devices: "
+                f"use a batch size that is a multiple of {self.devices}."
+            )
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+        self.split = NamedSharding(mesh, PartitionSpec(None, distribution.batch_dim_name))  # [step, batch, ...]
+
+    def replicate(self, tree):
+        """Every leaf of ``tree`` (the same on every process) as a global array replicated over the mesh."""
+
+        def place(value):
+            value = np.asarray(value)
+            return jax.make_array_from_callback(value.shape, self.replicated, lambda index: value[index])
+
+        return jax.tree.map(place, tree)
+
+    def batches(self, a: np.ndarray, rows: np.ndarray) -> jax.Array:
+        """``a[rows]`` for ``rows`` of shape (steps, batch), split on the batch axis; each device gathers its share."""
+        shape = (*rows.shape, *a.shape[1:])
+        return jax.make_array_from_callback(shape, self.split, lambda index: a[rows[index[:2]]])
+
+    def rows(self, w: np.ndarray) -> jax.Array:
+        """Per-image values of shape (steps, batch), split as the batches are."""
+        return jax.make_array_from_callback(w.shape, self.split, lambda index: w[index])
+
+    def chunk(self, x, y, idx, w, count, n_steps: int, start: int) -> tuple:
+        """A chunk's arguments after the state: its batches laid out and split, its scalars replicated."""
+        scalars = self.replicate((count, np.int32(n_steps), np.int32(start)))
+        return self.batches(x, idx), self.batches(y, idx), None, self.rows(w), *scalars
+
+    @staticmethod
+    def local(tree):
+        """This process's copy of replicated global arrays (one local device): what the model keeps between fits."""
+        return jax.tree.map(lambda a: a.addressable_data(0), tree)
+
+
+def placement(distribution, batch_size: int) -> Placement | None:
+    """The explicit ``distribution``, else the one set with keras.distribution.set_distribution (as Model.fit)."""
+    distribution = distribution if distribution is not None else keras.distribution.distribution()
+    return None if distribution is None else Placement(distribution, batch_size)

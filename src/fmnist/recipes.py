@@ -5,7 +5,7 @@
     fmnist recipes                             # the list, with what each measured
 
 Every figure in ``Recipe.measured`` comes from ``benchmarks/time_to_accuracy.py`` on the project's
-2-core machine (BENCHMARKS.md; best: 2026-12-02, the others 2026-12-01): test accuracy (mean of
+2-core machine (BENCHMARKS.md holds each with its date): test accuracy (mean of
 seeds 0 and 1) and the wall clock of the whole ``fmnist train`` command, start to final metrics. The
 choices inside a recipe were made on a validation split (the last 6,000 training images); the test set
 only scores them.
@@ -17,11 +17,11 @@ of the same seeds). For ``best`` (BENCHMARKS.md, "How best was chosen"): at 5 mi
 32-64 net beat the 5-conv VGG nets (0.932 validation accuracy against 0.918-0.924: on two CPU
 cores more epochs of a smaller net beat fewer of a deeper one); then, at 14 epochs each
 (benchmarks/recipe_choices.py), batch 64 beat 128 (0.9328 against 0.9303) and pooling before
-BatchNorm beat pooling after it (0.9352, and 13% less time per epoch). At 10,500 steps each, EMA
-of the weights, label smoothing 0.2 and batch 32 changed nothing beyond noise. Then, each with the
-5-minute budget: a stride-2 conv in place of the second pool computes a quarter of that conv's
-outputs, and conv 32, then 64 and 128 at stride 2 took 14.8 ms a step against 21.1 for conv 32-64,
-planned 19,169 steps (conv 32-64: ~10,500 in the same time) and scored 0.9417 validation accuracy
+BatchNorm beat pooling after it (0.9352; BatchNorm and relu then see a quarter of the values). At
+10,500 steps each, EMA of the weights, label smoothing 0.2 and batch 32 changed nothing beyond noise. Then, each
+with the 5-minute budget: a stride-2 conv in place of the second pool computes a quarter of that conv's
+outputs, so conv 32, then 64 and 128 at stride 2 fitted nearly twice the steps of conv 32-64 in the
+budget (BENCHMARKS.md, second round) and scored 0.9417 validation accuracy
 with flip and shift views (0.9390 with the flip view alone; conv 32-64 at 10,500 steps: 0.9373 and
 0.9372). At the 15-minute budget's ~55,000 steps, random erasing, Dense 256 and (in the same
 seconds) conv 32-64-256 scored 0.9468-0.9497 against the recipe's 0.9488: none is in it. The
@@ -29,12 +29,12 @@ recipe's 18 test-time views (the image and its eight 1 px shifts, each also mirr
 earlier six (flip and four shifts) on all four models scored (BENCHMARKS.md, fourth round):
 +0.08 to +0.15 points of validation accuracy. Then (sixth round, 15,000 steps each, seeds 0 and 1)
 the first conv fixed to 18 patch-whitening filters, as in airbench, in place of 32 learned ones:
-0.9416 validation accuracy with the 18 views against 0.9398 (one view: 0.9356 against 0.9360), in a step
-1.25x faster (14.8 ms against 18.5, seed 0): no gradient for that conv and its pool, and conv 64 reads 18
+0.9416 validation accuracy with the 18 views against 0.9398 (one view: 0.9356 against 0.9360), in a
+faster step (BENCHMARKS.md, sixth round): no gradient for that conv and its pool, and conv 64 reads 18
 channels, not 32. At the 15-minute budget's 55,000 steps (seventh round, seed 0), an ensemble of three such
 nets (``ModelSpec(members=3)``) trained side by side for a third of the steps each, in the same seconds,
 scored 0.9432 validation accuracy with the 18 views against the one net's 0.9495, and a second conv 64
-after the strided one (``conv_repeats=(1, 2, 1)``, a step 1.8x as long: 30,000 steps) 0.9473: neither is in it.
+after the strided one (``conv_repeats=(1, 2, 1)``, longer steps: 30,000 of them) 0.9473: neither is in it.
 """
 
 from __future__ import annotations

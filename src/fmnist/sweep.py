@@ -3,7 +3,7 @@
     grid = parse_grid(["learning_rate=1e-4,1e-3,1e-2", "hidden=128,512x256"])
     result = run_sweep(TrainConfig(epochs=1), grid, seeds=2, out=Path("runs/sweep"))
     result.best.point.name        # 'learning_rate=0.001 hidden=128': highest mean validation accuracy
-    write_report(result, Path("runs/sweep"))                   # report.html and sweep.json
+    sweep_report.write_report(result, Path("runs/sweep"))      # report.html and sweep.json
 
 How a sweep works, and why:
 - ``FIELD=V1,V2,...`` names any TrainConfig field or model field (hidden, arch, activation, dropout,
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import math
 import re
 import time
@@ -43,13 +42,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from fmnist import runs
 from fmnist.errors import FmnistError
 from fmnist.models import ModelSpec
 from fmnist.train import TrainConfig
 from fmnist.trials import (
     DEFAULT_WORKERS,
     TRIALS_DIR,
+    VALIDATION_SPLIT,
     Progress,
     Stat,
     Trial,
@@ -57,16 +56,14 @@ from fmnist.trials import (
     data_fingerprint,
     differs,
     run_trials,
-)  # fmt: skip
+    trial_record,
+)
 
-DEFAULT_SEEDS = 2  # trials per grid point; mean ± std over them
-VALIDATION_SPLIT = 0.1  # held out of every trial's training images when its config holds none out
+DEFAULT_SEEDS = 2  # trials per grid point; mean ± std over them (an experiment's default is 3: fmnist.experiments)
+# VALIDATION_SPLIT (fmnist.trials): held out of every trial's training images when its config holds none out
 CHOOSE_BY = "val_accuracy"  # the number the best point is chosen by (higher is better): held-out images
 LAYER_JOIN = "x"  # hidden=512x256: one value, two layers
 VIEW_JOIN = "+"  # eval_views=identity+flip: one value, two views
-REPORT_FILE = "report.html"
-RESULTS_FILE = "sweep.json"
-MAX_SERIES = 6  # lines per plot panel (one per setting of the other fields); more: the best of them per value
 NOT_SWEPT = {  # fields a grid may not vary, and what to do instead
     "model": "sweep its fields instead (hidden, arch, activation, dropout, conv_filters, conv_strides, conv_repeats, "
     "pool_first, whiten, members, normalize, standardize)",
@@ -238,26 +235,22 @@ class SweepResult:
 
 def _record(point: Point, seed: int, outcome: dict) -> dict:
     """One trial's numbers (or why it failed), as the table and sweep.json show them."""
-    rec = {"seed": seed, "run": point.run_name(seed)}
+    record = {"seed": seed, "run": point.run_name(seed)}
     if "failed" in outcome:
-        return rec | {"failed": outcome["failed"]}
-    h, metrics, val = outcome["history"], outcome["metrics"], outcome.get("validation", {})
+        return record | {"failed": outcome["failed"]}
+    history, metrics, validation = outcome["history"], outcome["metrics"], outcome.get("validation", {})
     for key in ("loss", "val_loss"):
-        bad = next((i for i, v in enumerate(h.get(key, [])) if not math.isfinite(v)), None)
+        bad = next((i for i, v in enumerate(history.get(key, [])) if not math.isfinite(v)), None)
         if bad is not None:
-            return rec | {"failed": f"diverged: {key} became {h[key][bad]} in epoch {bad + 1}"}
-    if not all(math.isfinite(x) for x in (metrics["loss"], val.get("loss", 0.0))):
-        return rec | {"failed": f"diverged: the trained model's loss is {metrics['loss']}"}
-    return rec | {
-        "val_accuracy": val["accuracy"],
-        "val_loss": val["loss"],
-        "accuracy": metrics["accuracy"],
-        "loss": metrics["loss"],
-        "train_loss": h["loss"][-1],
-        "epochs_run": len(h["loss"]),
-        "train_seconds": outcome["fit_seconds"],
-        "params": outcome["params"],
-    }
+            return record | {"failed": f"diverged: {key} became {history[key][bad]} in epoch {bad + 1}"}
+    if not all(math.isfinite(x) for x in (metrics["loss"], validation.get("loss", 0.0))):
+        return record | {"failed": f"diverged: the trained model's loss is {metrics['loss']}"}
+    numbers = trial_record(outcome)
+    # Chosen on the final model as evaluate scores it (test-time views, best weights restored), not on the
+    # history's last epoch; timed by the whole training, as its run directory records it.
+    numbers |= {"val_accuracy": validation["accuracy"], "val_loss": validation["loss"]}
+    numbers["train_seconds"] = outcome["fit_seconds"]
+    return record | {k: numbers[k] for k in NUMBERS}
 
 
 def _rank(results: list[PointResult]) -> list[PointResult]:
@@ -295,9 +288,13 @@ def run_sweep(
     base = sweep_base(base, grid)
     out = Path(out)
     grid_points = points(grid)
-    planned = [(p, s, Trial(p.config(base, s), run_dir=str(out / p.run_name(s)))) for s in seeds for p in grid_points]
+    planned = [
+        (point, seed, Trial(point.config(base, seed), run_dir=str(out / point.run_name(seed))))
+        for seed in seeds
+        for point in grid_points
+    ]
     # Seed by seed, longest first within a seed: workers stay balanced, and seed 1 finds seed 0's programs compiled.
-    planned.sort(key=lambda pst: (pst[1], -pst[2].cost))
+    planned.sort(key=lambda point_seed_trial: (point_seed_trial[1], -point_seed_trial[2].cost))
     if store is None:
         from fmnist import data
 
@@ -305,25 +302,19 @@ def run_sweep(
     workers = DEFAULT_WORKERS if workers is None else workers
     start = time.perf_counter()
     outcomes = run_trials(
-        [t for _, _, t in planned], workers, progress, dataset, data_dir,
+        [trial for _, _, trial in planned], workers, progress, dataset, data_dir,
         executor=executor, ray_address=ray_address, store=store,
     )  # fmt: skip
-    records: dict[Point, list[dict]] = {p: [] for p in grid_points}
-    for (p, seed, _), outcome in sorted(zip(planned, outcomes, strict=True), key=lambda po: po[0][1]):
-        records[p].append(_record(p, seed, outcome))
-    ranked = _rank([PointResult(p, recs) for p, recs in records.items()])
+    records: dict[Point, list[dict]] = {point: [] for point in grid_points}
+    by_seed = sorted(zip(planned, outcomes, strict=True), key=lambda planned_outcome: planned_outcome[0][1])
+    for (point, seed, _), outcome in by_seed:
+        records[point].append(_record(point, seed, outcome))
+    ranked = _rank([PointResult(point, point_records) for point, point_records in records.items()])
     wall = time.perf_counter() - start
     return SweepResult(base, grid, seeds, ranked, len(planned), store.hits, wall, executor, workers)
 
 
-# --------------------------------------------------------------------------- the report
-def fixed_settings(base: TrainConfig) -> dict[str, Any]:
-    """The settings every trial shares that differ from fmnist train's defaults (model fields by their own name)."""
-    default, ours = TrainConfig().to_dict(), base.to_dict()
-    spec = {k: v for k, v in ours.pop("model").items() if v != default["model"][k]}
-    return spec | {k: v for k, v in ours.items() if k != "model" and v != default[k] and k != "seed"}
-
-
+# --------------------------------------------------------------------------- the conclusion
 def held_out(result: SweepResult) -> str:
     """Which images chose the best point, in words."""
     if "validation_split" in result.grid:
@@ -353,112 +344,16 @@ def summary(result: SweepResult) -> str:
     return text
 
 
-TABLE_HEAD = ("rank", "point", "val accuracy", "val loss", "test accuracy", "test loss", "epochs", "train s", "seeds")
+# --------------------------------------------------------------------------- the report (fmnist.sweep_report)
+REPORT_NAMES = ("REPORT_FILE", "RESULTS_FILE", "MAX_SERIES", "fixed_settings", "TABLE_HEAD", "table_rows",
+                "figure", "results_json", "write_report")  # fmt: skip
 
 
-def table_rows(result: SweepResult) -> list[list[str]]:
-    """The results table: one row per point, ranked; mean ± std over the seeds that trained."""
-    rows = []
-    for i, p in enumerate(result.points, 1):
-        s = p.stats
-        cell = {k: s[k].fmt(d) if k in s else "–" for k, d in (*((k, 4) for k in NUMBERS[:4]), ("train_seconds", 1))}
-        epochs = s["epochs_run"].fmt(0) if "epochs_run" in s else "–"
-        good = sum("failed" not in r for r in p.records)
-        seeds = f"{good}/{len(p.records)}" + ("" if p.ok else " (failed)")
-        rows.append([str(i), p.point.name, cell["val_accuracy"], cell["val_loss"], cell["accuracy"], cell["loss"],
-                     epochs, cell["train_seconds"], seeds])  # fmt: skip
-    return rows
+def __getattr__(name: str):
+    """The report's names, importable from here as well; sweep_report imports this module, so they are looked up
+    when first asked for."""
+    if name in REPORT_NAMES:
+        from fmnist import sweep_report
 
-
-def _panels(result: SweepResult) -> list[tuple]:
-    """Per swept field, the chosen-on number against its values: one line per setting of the other fields."""
-    by_point = {p.point: p for p in result.points}
-    panels = []
-    for name, values in result.grid.items():
-        others = {k: v for k, v in result.grid.items() if k != name}
-        combos = list(itertools.product(*others.values()))
-        series = {}
-
-        def stat(point_values) -> tuple[float, float]:
-            s = by_point[Point(tuple((k, point_values[k]) for k in result.grid))].stats.get(CHOOSE_BY)
-            return (s.mean, s.std) if s else (math.nan, math.nan)
-
-        if len(combos) <= MAX_SERIES:
-            for combo in combos:
-                setting = dict(zip(others, combo, strict=True))
-                label = " ".join(f"{k}={format_value(v)}" for k, v in setting.items()) or "mean ± std over seeds"
-                ms = [stat(setting | {name: v}) for v in values]
-                series[label] = ([m for m, _ in ms], [s for _, s in ms])
-        else:
-            best = [max((stat(dict(zip(others, c, strict=True)) | {name: v}) for c in combos), key=lambda ms: ms[0])
-                    for v in values]  # fmt: skip
-            series["the best setting of the other fields"] = ([m for m, _ in best], [s for _, s in best])
-        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        log = numeric and min(values) > 0 and max(values) / min(values) >= 10
-        panels.append((name, [format_value(v) for v in values], list(values) if numeric else None, log, series))
-    return panels
-
-
-def figure(result: SweepResult):
-    """The plot of the report: validation accuracy against each swept field (plots.metric_vs_fields)."""
-    from fmnist import plots
-
-    return plots.metric_vs_fields(_panels(result), "validation accuracy")
-
-
-def results_json(result: SweepResult) -> dict:
-    """Everything the sweep measured, JSON-ready (NaN and infinities as null)."""
-
-    def clean(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        return [clean(v) for v in x] if isinstance(x, list | tuple) else x
-
-    return clean({
-        "started": result.started, "seeds": result.seeds, "executor": result.executor, "workers": result.workers,
-        "trials": result.trials, "trials_kept": result.kept, "wall_seconds": round(result.wall_seconds, 2),
-        "chosen_by": f"{CHOOSE_BY}: {held_out(result)}",
-        "grid": {k: [format_value(v) for v in vs] for k, vs in result.grid.items()},
-        "base_config": result.base.to_dict(),
-        "best": result.best.point.name if result.best else None,
-        "points": [
-            {"point": p.point.name, "values": {k: format_value(v) for k, v in p.point.values}, "ok": p.ok,
-             "stats": {k: [s.mean, s.std, s.n] for k, s in p.stats.items()}, "records": p.records}
-            for p in result.points
-        ],
-    })  # fmt: skip
-
-
-def write_report(result: SweepResult, out: Path, command: str | None = None) -> dict[str, Path]:
-    """Write report.html (self-contained, ``templates/sweep_report.html``) and sweep.json into ``out``."""
-    from fmnist import pages
-    from fmnist.plots import png_bytes
-
-    fixed = ", ".join(f"{k}={format_value(tuple(v) if isinstance(v, list) else v)}" for k, v in
-                      fixed_settings(result.base).items())  # fmt: skip
-    setup = (
-        f"{len(result.points)} points × {len(result.seeds)} seed{'s' * (len(result.seeds) > 1)} = {result.trials} "
-        f"trials ({'Ray tasks' if result.executor == 'ray' else f'{result.workers} worker processes'}"
-        f"{f'; {result.kept} kept from an earlier run' if result.kept else ''}), {result.wall_seconds:.0f} s. "
-        f"Every trial: {fixed or 'fmnist train defaults'}."
-    )
-    page = pages.render(
-        "sweep_report.html",
-        setup=setup,
-        command=command,
-        chosen=f"validation accuracy: the final model on {held_out(result)}. The test set is reported, never used "
-        "to choose.",
-        summary=summary(result),
-        head=TABLE_HEAD,
-        rows=table_rows(result),
-        best_rank=1 if result.best else None,
-        failures=result.failures,
-        png=png_bytes(figure(result)),
-    )
-    out = Path(out)
-    return {
-        "html": runs.write_text(out / REPORT_FILE, page),
-        "results": runs.write_text(out / RESULTS_FILE, json.dumps(results_json(result), indent=1) + "\n"),
-    }
+        return getattr(sweep_report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,77 +3,70 @@
     trials = [Trial(TrainConfig(epochs=1, seed=s)) for s in range(3)]
     results = run_trials(trials, workers=2)                           # local worker processes
     results = run_trials(trials, executor="ray", ray_address="auto")  # a running Ray cluster
+    trial_record(results[0])                                          # its numbers, as the reports show them
 
 Experiments and sweeps both hand this module a list of ``Trial``s and read back one
 JSON-ready dict per trial. Why it is built this way:
-- One seam: the executor is anything with ``concurrent.futures``' interface. ``local`` is a
-  ``ProcessPoolExecutor`` of spawned processes, ``ray`` a thin ``RayExecutor`` whose every
-  call is a Ray task with ``num_cpus=1`` (Ray is an optional extra, imported only here and
-  only when asked for). Everything else — ordering, progress, failures — is shared.
-- Same numbers whichever executor ran them: a trial's result depends only on its config
-  and seed, provided every worker runs XLA the same way. Workers that share the machine
-  run XLA single-threaded (SINGLE_THREAD_XLA); Ray tasks always do, set through the task's
-  own environment before JAX starts, so a local run with several workers and a Ray run
-  give identical numbers.
-- Workers share JAX's persistent compilation cache (under fmnist's cache folder), so the
-  second seed of a model loads its compiled programs instead of compiling them.
+- Where trials run is one seam, ``fmnist.trial_workers`` (worker processes or Ray tasks, XLA
+  threading set alike in both); ordering, progress and failures are here, shared by both, so
+  a trial's result depends only on its config and seed, whichever executor ran it.
 - A trial that raises is recorded as ``{"failed": "...why..."}`` and the others go on;
   the caller decides what a failure means (experiments stop, sweeps list it).
-- Resumable: with a ``TrialStore``, each finished trial's result is written (atomically) as it
-  finishes, under a digest of everything that decides it; a rerun after a kill runs only the
-  trials that have no result yet, and reads the others back unchanged.
+- Resumable: with a ``TrialStore`` (``fmnist.trial_store``), each finished trial's result is kept
+  as it finishes; a rerun after a kill runs only the trials that have no result yet.
 - Only the calling process writes files: workers return numbers (and, for trials that
   keep a run directory, the directory's files), so a Ray task on another host writes
   nothing there.
+- One reading of a trial's numbers (``trial_record``) and one validation split
+  (``VALIDATION_SPLIT``) for experiments and sweeps alike.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import itertools
-import json
-import logging
 import math
-import multiprocessing
 import os
-import shutil
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmnist import fit_inputs, runs
+from fmnist import fit_inputs, runs, trial_workers
 from fmnist.data import IMAGE_SHAPE
 from fmnist.errors import FmnistError, ModelError, RunError
 from fmnist.models import ModelSpec
 from fmnist.train import TrainConfig
 
+# Re-exported: importable from fmnist.trials as before they had modules of their own.
+from fmnist.trial_store import KEY_HEX, STORE_FORMAT, TRIALS_DIR, TrialStore, data_fingerprint  # noqa: F401
+from fmnist.trial_workers import (  # noqa: F401
+    COMPILE_CACHE_DIR,
+    RAY_EXTRA,
+    RAY_FORWARDED_ENV,
+    RAY_TASK_CPUS,
+    SINGLE_THREAD_XLA,
+    RayExecutor,
+    _init_worker,
+    _ray_call,
+    import_ray,
+    make_executor,
+    ray_env,
+)
+
 EXECUTORS = ("local", "ray")
-# Measured on the 2-core machine, `fmnist experiment all --seeds 3` from a cold compilation cache:
-# 1 worker (XLA threads) 335 s; 2 workers, XLA single-threaded each, 303 s; 2 workers with XLA's own
-# threads, 302 s. One training runs ~1.75x faster on both cores than on one, so two at once gain only
-# ~10%; single-threaded workers are kept so they don't oversubscribe the cores. More workers than
-# cores only adds contention.
+# Two workers by default: one training alone uses both cores well, and a second one at once still
+# gains a little (BENCHMARKS.md, "fmnist experiment workers"); more workers than cores only add contention.
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
-SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"  # per worker when >1
-RAY_TASK_CPUS = 1  # each Ray task is one training on one core (XLA single-threaded to match)
-RAY_EXTRA = "pip install 'fmnist[ray]'"
-# Passed to every Ray task's environment, where the driver has them: the backend, fmnist's cache
-# folder and the import path (a source checkout run with PYTHONPATH).
-RAY_FORWARDED_ENV = ("KERAS_BACKEND", "FMNIST_CACHE_DIR", "PYTHONPATH")
+VALIDATION_SPLIT = 0.1  # the last 10% of the training images, held out where an experiment or a sweep needs them
 CHECK_IMAGES = 1000  # images handed to fit() by a check-only trial (all ten classes occur in them)
-TRIALS_DIR = ".trials"  # under an experiment's or sweep's folder: trials finished so far (a rerun continues)
-COMPILE_CACHE_DIR = "xla"  # JAX's persistent compilation cache, under fmnist's cache folder (see data.cache_dir)
 # Trial cost model (seconds), for longest-first ordering and the time-left estimate only;
-# fitted to the seed model (~1 s/epoch) and the 1024-wide one (~10 s/epoch) on the 2-core machine.
+# fitted to the seed model and the 1024-wide one on the 2-core machine.
 COMPILE_S = 2.5  # building and compiling a model, once per trial
 EPOCH_S_PER_PARAM = 1.1e-5  # seconds per 60,000-image epoch per trainable parameter (Dense, batch 32)
 MIN_EPOCH_S = 0.4  # small models don't get faster than this per full epoch
 FULL_TRAIN = 60_000  # images in the full training set, for scaling the cost of train_limit runs
-STORE_FORMAT = 1  # bump when a stored result's layout changes: older results are then run again
-KEY_HEX = 24  # hex digits of a trial's key (96 bits of SHA-256): its result's file name
 
 
 # --------------------------------------------------------------------------- numbers over seeds
@@ -100,6 +93,15 @@ class Stat:
 def differs(a: Stat, b: Stat) -> bool:
     """Whether ``a`` and ``b`` differ by more than the seed-to-seed spread (their mean ± std don't overlap)."""
     return abs(a.mean - b.mean) > a.std + b.std
+
+
+def aggregate(records: dict[str, list[dict]]) -> dict[str, dict[str, Stat]]:
+    """Per variant, a Stat for every number that all its per-seed records have."""
+    out = {}
+    for name, recs in records.items():
+        keys = [k for k, v in recs[0].items() if isinstance(v, int | float) and not isinstance(v, bool)] if recs else []
+        out[name] = {k: Stat.of([r[k] for r in recs]) for k in keys if all(k in r for r in recs)}
+    return out
 
 
 # --------------------------------------------------------------------------- one trial
@@ -169,12 +171,53 @@ def run_trial(trial: Trial, dataset: tuple | None = None) -> dict:
     return outcome
 
 
+def _run_in_worker(trial: Trial) -> dict:
+    return run_trial(trial, trial_workers.worker_dataset())
+
+
 def held_out(config: TrainConfig, x, y):
     """The validation images ``config`` holds out: the last fraction of its training images, as fit() cuts them."""
     if config.train_limit:
         x, y = x[: config.train_limit], y[: config.train_limit]
     cut = fit_inputs.train_size(len(x), config.validation_split)
     return x[cut:], y[cut:]
+
+
+def trial_record(outcome: dict, epochs: int | None = None) -> dict:
+    """A trained trial's numbers after ``epochs`` of it (default: all it ran), as experiments and sweeps report them.
+
+    Test accuracy and loss (at an earlier epoch: from the trial's ``test_at`` snapshot), the last
+    epoch's training loss and accuracy, the steady seconds per epoch (the median from epoch 2 on:
+    epoch 1 includes compiling), the history's validation numbers where it held images out, and
+    the history itself, cut at ``epochs``.
+    """
+    full = outcome["history"]
+    history = {k: v[:epochs] for k, v in full.items()}
+    n = len(history["loss"])
+    metrics = outcome["metrics"] if n == len(full["loss"]) else outcome["snapshots"][str(n)]
+    seconds = history["seconds"]
+    steady = statistics.median(seconds[1:]) if n > 1 else seconds[0]
+    record = {
+        "accuracy": metrics["accuracy"],
+        "loss": metrics["loss"],
+        "epochs_run": n,
+        "train_loss": history["loss"][-1],
+        "train_accuracy": history["accuracy"][-1],
+        "seconds_per_epoch": steady,
+        "compile_seconds": max(0.0, seconds[0] - steady),
+        "train_seconds": sum(seconds),
+        "params": outcome["params"],
+    }
+    if history.get("val_loss"):
+        best = min(range(n), key=history["val_loss"].__getitem__)
+        record |= {
+            "val_loss": history["val_loss"][-1],
+            "val_accuracy": history["val_accuracy"][-1],
+            "best_val_epoch": best + 1,
+            "best_val_loss": history["val_loss"][best],
+            "gap": history["val_loss"][-1] - history["loss"][-1],
+        }
+    return record | {"history": history}
 
 
 def _test_at_callback(epochs: Sequence[int], x_test, y_test):
@@ -206,177 +249,6 @@ def _check(config: TrainConfig, dataset: tuple) -> dict:
     except ModelError as e:
         return {"error": str(e)}
     return {"error": None}
-
-
-# --------------------------------------------------------------------------- finished trials, kept
-def data_fingerprint(dataset: tuple) -> str:
-    """SHA-256 of the arrays a trial trains and tests on: a result is reused only on the same data."""
-    digest = hashlib.sha256()
-    for array in (a for split in dataset for a in split):
-        digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
-    return digest.hexdigest()
-
-
-class TrialStore:
-    """Finished trials' results in ``folder``, one JSON file each, named by the trial's key.
-
-    The key is a digest of everything that decides a result: the full TrainConfig (seed included),
-    what the trial measures (test_at, check_only, whether it keeps a run directory) and the data's
-    fingerprint. A changed setting is therefore a new trial, never a stale result. A result is
-    written to a temporary name and renamed, so a kill leaves either the whole file or none.
-    ``hits``/``writes`` count the results this store served and kept.
-    """
-
-    def __init__(self, folder: Path, data: str = ""):
-        self.folder, self.data = Path(folder), data
-        self.hits = self.writes = 0
-
-    def identity(self, trial: Trial) -> dict:
-        """What decides ``trial``'s result, JSON-normalised (tuples as lists)."""
-        what = {"config": trial.config.to_dict(), "test_at": list(trial.test_at), "check_only": trial.check_only,
-                "keeps_run": trial.run_dir is not None, "data": self.data, "format": STORE_FORMAT}  # fmt: skip
-        return json.loads(json.dumps(what))
-
-    def key(self, trial: Trial) -> str:
-        canonical = json.dumps(self.identity(trial), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_HEX]
-
-    def path(self, trial: Trial) -> Path:
-        return self.folder / f"{self.key(trial)}.json"
-
-    def get(self, trial: Trial) -> dict | None:
-        """The kept result of ``trial``; None when there is none (or it is unreadable, or its run directory is gone)."""
-        if trial.run_dir is not None and not (Path(trial.run_dir) / runs.CONFIG_FILE).is_file():
-            return None
-        try:
-            saved = json.loads(self.path(trial).read_text("utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(saved, dict) or saved.get("trial") != self.identity(trial) or "result" not in saved:
-            return None
-        self.hits += 1
-        return saved["result"]
-
-    def put(self, trial: Trial, result: dict) -> Path:
-        self.writes += 1
-        return runs.write_json(self.path(trial), {"trial": self.identity(trial), "result": result})
-
-    def clear(self) -> None:
-        """Forget every kept result: the job is complete (an experiment's report is written), or ``--restart``."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- worker processes
-_worker_dataset: tuple | None = None  # set in each worker process by _init_worker; None in the parent
-
-
-def _init_worker(xla_flags: str, dataset: tuple | None, data_dir: str | None) -> None:
-    """Runs first in each worker: thread settings before XLA starts, then the dataset, once."""
-    global _worker_dataset
-    if xla_flags and xla_flags not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
-    from fmnist import data, engine
-
-    # Seeds of one variant compile the same programs: JAX's persistent cache turns a ~3 s compile into
-    # a ~0.1 s load. Only in worker processes, which are ours; a caller's own process is left alone.
-    engine.enable_compilation_cache(data.cache_dir() / COMPILE_CACHE_DIR)
-    _worker_dataset = dataset if dataset is not None else data.load_data(data_dir)
-
-
-def _run_in_worker(trial: Trial) -> dict:
-    return run_trial(trial, _worker_dataset)
-
-
-def import_ray():
-    """The ``ray`` module, or a one-line error naming the extra that installs it."""
-    try:
-        import ray
-    except ImportError as e:
-        raise FmnistError(f"the ray executor needs Ray, which is not installed: {RAY_EXTRA}.") from e
-    return ray
-
-
-_ray_setup: object = None  # in a Ray worker process: the setup its initializer last ran with
-
-
-def _ray_call(setup: tuple, fn: Callable, *args):
-    """A Ray task's body: run the executor's initializer once per worker process, then ``fn(*args)``."""
-    global _ray_setup
-    token, initializer, initargs = setup
-    if _ray_setup != token:
-        initializer(*initargs)
-        _ray_setup = token
-    return fn(*args)
-
-
-class RayExecutor(cf.Executor):
-    """``concurrent.futures.Executor`` over Ray: every ``submit`` is one Ray task with ``num_cpus=1``.
-
-    Joins the cluster at ``address`` (``"auto"``: the one ``ray start`` runs on this machine), or
-    starts a private local instance of ``num_cpus`` CPUs when there is none; a Ray already
-    initialised by the caller is used as it is. ``env`` is every task's environment, set before
-    the worker process starts (XLA reads its threading flags once, at start). The initializer's
-    arguments (the dataset) go into Ray's object store once, not once per task.
-    """
-
-    def __init__(self, initializer, initargs=(), *, env=None, address=None, num_cpus=None):
-        ray = import_ray()
-        self._ray, self._pending = ray, []
-        self._owner = not ray.is_initialized()
-        joining = address is not None or bool(os.environ.get("RAY_ADDRESS"))  # a cluster sets its own CPUs
-        if self._owner:
-            try:
-                ray.init(
-                    address=address, num_cpus=None if joining else num_cpus, include_dashboard=False,
-                    log_to_driver=False, logging_level=logging.ERROR,
-                )  # fmt: skip
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise RunError(
-                    f"could not join a Ray cluster at {address!r} ({e}): start one with `ray start --head` "
-                    "(or leave out --ray-address to start one here)."
-                ) from e
-        self._setup = ray.put((os.urandom(8).hex(), initializer, tuple(initargs)))
-        options = {"num_cpus": RAY_TASK_CPUS, "max_retries": 0}
-        self._task = ray.remote(**options)(_ray_call).options(runtime_env={"env_vars": dict(env or {})})
-
-    def submit(self, fn, /, *args, **kwargs):
-        ref = self._task.remote(self._setup, fn, *args, **kwargs)
-        self._pending.append(ref)
-        return ref.future()
-
-    def shutdown(self, wait=True, *, cancel_futures=False):
-        if cancel_futures:
-            for ref in self._pending:
-                self._ray.cancel(ref, force=True)
-        self._pending = []
-        if self._owner and self._ray.is_initialized():
-            self._ray.shutdown()
-
-
-def ray_env(xla_flags: str) -> dict[str, str]:
-    """Environment of every Ray task: XLA single-threaded like the local workers, plus RAY_FORWARDED_ENV."""
-    env = {k: os.environ[k] for k in RAY_FORWARDED_ENV if os.environ.get(k)}
-    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
-    return env
-
-
-def make_executor(
-    executor: str, workers: int, xla_flags: str, dataset: tuple | None, data_dir: str | None, ray_address=None
-) -> cf.Executor:
-    """The executor named ``executor`` ('local' or 'ray'), its workers set up to run ``_run_in_worker``."""
-    if executor == "local":
-        return cf.ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(xla_flags, dataset, data_dir),
-        )
-    if executor == "ray":
-        # Threading comes from the task's environment; the initializer loads the data and the compile cache.
-        return RayExecutor(
-            _init_worker, ("", dataset, data_dir), env=ray_env(xla_flags), address=ray_address, num_cpus=workers
-        )
 
 
 # --------------------------------------------------------------------------- many trials

@@ -12,7 +12,7 @@ import typer
 from rich.table import Column, Table
 
 from fmnist.cli import DataDir, _load, _use_compilation_cache, app, err, out
-from fmnist.cli.train import _train_config
+from fmnist.cli.train import train_config
 from fmnist.errors import FmnistError
 
 
@@ -148,15 +148,13 @@ NOT_FIXED_BY_SWEEP = {  # train flags a sweep replaces or cannot take
 
 def _fixed_flags(args: list[str]):
     """`fmnist train` flags given to `fmnist sweep` -> the TrainConfig every trial starts from."""
-    import inspect
-
     train_command = typer.main.get_command(app).get_command(None, "train")
     params = train_command.make_context("fmnist sweep", list(args)).params
     defaults = {p.name: p.default for p in train_command.params}
     for name, instead in NOT_FIXED_BY_SWEEP.items():
         if name in defaults and params.get(name) != defaults[name]:
             raise FmnistError(f"a sweep does not take --{name.split('_')[0]}: {instead}.")
-    return _train_config(**{k: params[k] for k in inspect.signature(_train_config).parameters})
+    return train_config(params)  # as `fmnist train` maps them
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import time
+import types
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from fmnist.cli import DataDir, _load, _StopOnSignals, _use_compilation_cache, app, err, out
+from fmnist.config import ModelSpec, TrainConfig, shown_default
 from fmnist.errors import FmnistError, Interrupted
 
 
@@ -70,145 +76,123 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _train_config(
-    recipe, hidden, activation, arch, conv_filters, conv_strides, pool_first, whiten, dropout, normalize, standardize,
-    epochs, batch_size, optimizer, learning_rate, momentum, nesterov, weight_decay, schedule, label_smoothing,
-    augment_shift, augment_flip, augment_erase, ema, eval_views, time_budget, steps, validation_split, stop_at_loss,
-    stop_at_accuracy, early_stopping, seed, limit, data_dir, devices=None, members=None, conv_repeats=None,
-):  # fmt: skip
-    """The TrainConfig that `fmnist train`'s flags describe (None: not typed): the recipe's, or the
-    defaults, with every typed flag overriding its field. `fmnist sweep` maps the same flags."""
-    import dataclasses
+# --------------------------------------------------------------------------- flags from the settings
+# Each ModelSpec and TrainConfig field is a flag of `fmnist train` (and `fmnist sweep`): its name, type
+# and help come from the field (fmnist.config.setting). What differs from the field is said here.
+#
+# Fields with no flag of their own: --recipe and --data-dir are the command's own (below); recipes,
+# experiments and the time budget's plan set the others.
+NOT_FLAGS = frozenset({"model", "recipe", "data_dir", "warmup", "probe_steps", "flatten", "output_units"})
+# Flags not named after their field: a list flag given once per item is singular (--conv-stride 1
+# --conv-stride 2), and --limit sets train_limit (its parameter is `limit`).
+FLAG_NAMES = {"conv_strides": "--conv-stride", "conv_repeats": "--conv-repeat", "eval_views": "--eval-view",
+              "train_limit": "--limit"}  # fmt: skip
+PARAM_NAMES = {"train_limit": "limit"}
+# Flags whose text is not the field's value: the type the flag takes, and its parser to the field's value.
+PARSERS = {"time_budget": (str, parse_duration)}
+OPTION_ARGS = {"devices": {"min": 1}}  # more for typer.Option
+# The help page's order: what to build, then how to train it. A field not named here follows the others
+# of its dataclass.
+HELP_ORDER = (
+    "hidden", "activation", "arch", "conv_filters", "conv_strides", "conv_repeats", "pool_first", "whiten", "dropout",
+    "members", "normalize", "standardize",
+    "epochs", "batch_size", "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "schedule",
+    "label_smoothing", "augment_shift", "augment_flip", "augment_erase", "ema", "eval_views", "time_budget", "steps",
+    "validation_split", "stop_at_loss", "stop_at_accuracy", "early_stopping", "seed", "train_limit", "devices",
+)  # fmt: skip
 
+
+@dataclasses.dataclass(frozen=True)
+class SettingFlag:
+    """A flag of `fmnist train` that sets one ModelSpec or TrainConfig field."""
+
+    field: str
+    param: str  # the command's parameter name (click's)
+    in_model: bool  # a ModelSpec field, else a TrainConfig one
+    parse: Callable[[Any], Any]  # the flag's value -> the field's (None: not typed)
+    parameter: inspect.Parameter  # for the command's signature: Annotated[type | None, typer.Option(...)]
+
+
+def _flag_type(hint) -> tuple[Any, Callable[[Any], Any]]:
+    """A field's type -> the flag's type, and the parser from the flag's value to the field's."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the flag's None is "not typed"
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is tuple:  # a repeated flag: one item each time
+        return list[typing.get_args(hint)[0]], lambda items: tuple(items) if items else None
+    if typing.get_origin(hint) is typing.Literal:
+        return str, lambda text: text  # the dataclass names the choices in its error
+    return hint, lambda value: value
+
+
+def _setting_flag(f: dataclasses.Field, hint, in_model: bool) -> SettingFlag:
+    param = PARAM_NAMES.get(f.name, f.name)
+    flag_type, parse = PARSERS.get(f.name) or _flag_type(hint)
+    name = FLAG_NAMES.get(f.name, "--" + param.replace("_", "-"))
+    decls = (f"{name}/--no-{name[2:]}",) if flag_type is bool else (name,) if f.name in FLAG_NAMES else ()
+    shown = shown_default(f)
+    help_text = f.metadata["help"] + (f" [default: {shown}]" if shown else "")
+    option = typer.Option(*decls, help=help_text, **OPTION_ARGS.get(f.name, {}))
+    parameter = inspect.Parameter(
+        param, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[flag_type | None, option]
+    )
+    return SettingFlag(f.name, param, in_model, parse, parameter)
+
+
+def _setting_flags() -> tuple[SettingFlag, ...]:
+    """Every ModelSpec, then TrainConfig, field that is a flag, in HELP_ORDER."""
+    flags = []
+    for cls in (ModelSpec, TrainConfig):
+        hints = typing.get_type_hints(cls)
+        fields = [f for f in dataclasses.fields(cls) if f.name not in NOT_FLAGS]
+        fields.sort(key=lambda f: HELP_ORDER.index(f.name) if f.name in HELP_ORDER else len(HELP_ORDER))
+        flags += [_setting_flag(f, hints[f.name], in_model=cls is ModelSpec) for f in fields]
+    return tuple(flags)
+
+
+SETTING_FLAGS = _setting_flags()
+
+
+def train_config(values: Mapping[str, Any]) -> TrainConfig:
+    """The TrainConfig that `fmnist train`'s flags describe, by parameter name (None: not typed): the
+    recipe's, or the defaults, with every typed flag overriding its field. `fmnist sweep` maps the same flags."""
     from fmnist import recipes
-    from fmnist.train import TrainConfig
 
+    recipe = values.get("recipe")
     base = recipes.get(recipe).config if recipe else TrainConfig()
-    spec_fields = {
-        "hidden": tuple(hidden) if hidden else None, "activation": activation, "arch": arch, "dropout": dropout,
-        "conv_filters": tuple(conv_filters) if conv_filters else None,
-        "conv_strides": tuple(conv_strides) if conv_strides else None, "pool_first": pool_first,
-        "conv_repeats": tuple(conv_repeats) if conv_repeats else None,
-        "whiten": whiten, "normalize": normalize, "standardize": standardize, "members": members,
-    }  # fmt: skip
-    fields = {
-        "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
-        "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
-        "label_smoothing": label_smoothing, "augment_shift": augment_shift, "augment_flip": augment_flip,
-        "augment_erase": augment_erase, "ema": ema, "eval_views": tuple(eval_views) if eval_views else None,
-        "steps": steps,
-        "time_budget": parse_duration(time_budget) if time_budget is not None else None,
-        "validation_split": validation_split, "stop_at_loss": stop_at_loss, "stop_at_accuracy": stop_at_accuracy,
-        "early_stopping": early_stopping, "seed": seed, "train_limit": limit, "devices": devices,
-        "data_dir": str(data_dir) if data_dir else None,
-    }  # fmt: skip
-    typed = {k: v for k, v in fields.items() if v is not None}
-    if epochs is not None or steps is not None:
-        typed.setdefault("time_budget", None)  # an explicit length replaces a recipe's time budget
-    if limit is not None and time_budget is None and base.time_budget is not None:
+    typed, spec_typed = {}, {}
+    for flag in SETTING_FLAGS:
+        value = values.get(flag.param)
+        value = None if value is None else flag.parse(value)
+        if value is not None:
+            (spec_typed if flag.in_model else typed)[flag.field] = value
+    if values.get("data_dir"):
+        typed["data_dir"] = str(values["data_dir"])
+    length_typed = "epochs" in typed or "steps" in typed
+    if "train_limit" in typed and "time_budget" not in typed and base.time_budget is not None:
         typed["time_budget"] = None  # --limit is a quick trial: one pass over N images, not the recipe's minutes
         typed.setdefault("epochs", 1)
-    spec = dataclasses.replace(base.model, **{k: v for k, v in spec_fields.items() if v is not None})
-    return dataclasses.replace(base, model=spec, **typed)
+    if length_typed:
+        typed.setdefault("time_budget", None)  # an explicit length replaces a recipe's time budget
+    return dataclasses.replace(base, model=dataclasses.replace(base.model, **spec_typed), **typed)
+
+
+def _with_setting_flags(command: Callable) -> Callable:
+    """``command``'s signature for Typer: its ``**settings`` become SETTING_FLAGS, after its first option."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = signature.replace(parameters=[own[0], *(f.parameter for f in SETTING_FLAGS), *own[1:]])
+    return command
 
 
 Opt = typer.Option  # every training flag defaults to None: only flags the user typed override the recipe
 
 
 @app.command()
+@_with_setting_flags
 def train(
+    *,
     recipe: Annotated[
         str | None, Opt(help="Start from a named recipe (see `fmnist recipes`); flags override it.")
-    ] = None,
-    hidden: Annotated[list[int] | None, Opt(help="Hidden layer width; repeat for more layers. [default: 128]")] = None,
-    activation: Annotated[str | None, Opt(help="Hidden layer activation. [default: relu]")] = None,
-    arch: Annotated[str | None, Opt(help="mlp (the tutorial's), cnn or vgg. [default: mlp]")] = None,
-    conv_filters: Annotated[
-        list[int] | None, Opt(help="cnn/vgg: filters per conv block; repeat. [default: 32 64]")
-    ] = None,
-    conv_strides: Annotated[
-        list[int] | None,
-        Opt("--conv-stride", help="cnn: each block's conv stride; repeat, one per block. [default: 1 each, pooled]"),
-    ] = None,
-    conv_repeats: Annotated[
-        list[int] | None,
-        Opt("--conv-repeat", help="cnn: convs in each block; repeat, one per block (deeper blocks). [default: 1 each]"),
-    ] = None,
-    pool_first: Annotated[
-        bool | None,
-        Opt("--pool-first/--no-pool-first", help="cnn: max-pool each conv before BatchNorm+relu. [default: no]"),
-    ] = None,
-    whiten: Annotated[
-        bool | None,
-        Opt("--whiten/--no-whiten", help="cnn: a fixed (untrained) patch-whitening first conv. [default: no]"),
-    ] = None,
-    dropout: Annotated[float | None, Opt(help="Dropout after each hidden layer. [default: 0]")] = None,
-    members: Annotated[
-        int | None,
-        Opt(
-            help="An ensemble of N such nets trained side by side, each on its own loss; it predicts their mean. "
-            "[default: 1]"
-        ),
-    ] = None,
-    normalize: Annotated[
-        bool | None,
-        Opt("--normalize/--no-normalize", help="Divide pixels by 255 inside the model. [default: normalize]"),
-    ] = None,
-    standardize: Annotated[
-        bool | None,
-        Opt(
-            "--standardize/--no-standardize",
-            help="Then standardize each pixel with the training images' mean and std. [default: no]",
-        ),
-    ] = None,
-    epochs: Annotated[int | None, Opt(help="Passes over the training set. [default: 5]")] = None,
-    batch_size: Annotated[int | None, Opt(help="Images per gradient step. [default: 32]")] = None,
-    optimizer: Annotated[str | None, Opt(help="adam, adamw, sgd, rmsprop or nadam. [default: adam]")] = None,
-    learning_rate: Annotated[
-        float | None, Opt(help="Learning rate (one-cycle: the peak). [default: the optimizer's]")
-    ] = None,
-    momentum: Annotated[float | None, Opt(help="sgd: momentum. [default: 0]")] = None,
-    nesterov: Annotated[bool | None, Opt("--nesterov/--no-nesterov", help="sgd: Nesterov momentum.")] = None,
-    weight_decay: Annotated[float | None, Opt(help="Decoupled weight decay. [default: none]")] = None,
-    schedule: Annotated[
-        str | None, Opt(help="Learning rate schedule: constant or one-cycle. [default: constant]")
-    ] = None,
-    label_smoothing: Annotated[float | None, Opt(help="Label smoothing of the training loss. [default: 0]")] = None,
-    augment_shift: Annotated[int | None, Opt(help="Augment: random shifts up to N px. [default: 0]")] = None,
-    augment_flip: Annotated[
-        bool | None, Opt("--augment-flip/--no-augment-flip", help="Augment: random left-right mirroring.")
-    ] = None,
-    augment_erase: Annotated[
-        float | None, Opt(help="Augment: blank a random rectangle of this fraction of the images. [default: 0]")
-    ] = None,
-    ema: Annotated[float | None, Opt(help="Average the weights (EMA momentum, e.g. 0.99). [default: off]")] = None,
-    eval_views: Annotated[
-        list[str] | None,
-        Opt(
-            "--eval-view",
-            help="Test-time view, repeat to average: identity, flip, a 1 px shift (left, right, up, down, up-left, "
-            "up-right, down-left, down-right) or a mirrored one (flip-left, ..., flip-down-right).",
-        ),
-    ] = None,
-    time_budget: Annotated[
-        str | None, Opt(help="Whole-command budget (300, 300s, 5m): sets the number of steps.")
-    ] = None,
-    steps: Annotated[int | None, Opt(help="Optimizer steps in all, instead of epochs.")] = None,
-    validation_split: Annotated[float | None, Opt(help="Fraction of training data held out. [default: 0]")] = None,
-    stop_at_loss: Annotated[float | None, Opt(help="Stop once training loss is below this.")] = None,
-    stop_at_accuracy: Annotated[float | None, Opt(help="Stop once training accuracy is above this.")] = None,
-    early_stopping: Annotated[int | None, Opt(help="Patience (epochs) on val_loss.")] = None,
-    seed: Annotated[
-        int | None, Opt(help="Random seed: weights, batch order, augmentation, dropout. [default: 0]")
-    ] = None,
-    limit: Annotated[int | None, Opt(help="Train on the first N images only (quick trials, smoke tests).")] = None,
-    devices: Annotated[
-        int | None,
-        Opt(
-            min=1,
-            help="Split each batch over N devices of this process (data-parallel, same result; a CPU simulates "
-            "N devices). Several processes: KERAS_DISTRIBUTION_* variables, README 'Scaling out'. [default: 1]",
-        ),
     ] = None,
     out_dir: Annotated[Path | None, Opt("--out", help="Run directory to write. [default: runs/default]")] = None,
     resume: Annotated[
@@ -216,6 +200,7 @@ def train(
     ] = None,
     restart: Annotated[bool, Opt("--restart", help="Discard an interrupted training in --out and start over.")] = False,
     data_dir: DataDir = None,
+    **settings,  # SETTING_FLAGS: one per ModelSpec and TrainConfig field
 ) -> None:
     """Train a model (default: the tutorial's), evaluate it on the test set, and save the run with its report.
 
@@ -226,18 +211,7 @@ def train(
     from fmnist import train as train_mod
     from fmnist.errors import RunError
 
-    flags = dict(
-        recipe=recipe, hidden=hidden, activation=activation, arch=arch, conv_filters=conv_filters,
-        conv_strides=conv_strides, conv_repeats=conv_repeats, pool_first=pool_first, whiten=whiten, dropout=dropout,
-        members=members, normalize=normalize, standardize=standardize, epochs=epochs, batch_size=batch_size,
-        optimizer=optimizer, learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
-        weight_decay=weight_decay, schedule=schedule,
-        label_smoothing=label_smoothing, augment_shift=augment_shift, augment_flip=augment_flip,
-        augment_erase=augment_erase, ema=ema, eval_views=eval_views, time_budget=time_budget, steps=steps,
-        validation_split=validation_split,
-        stop_at_loss=stop_at_loss, stop_at_accuracy=stop_at_accuracy, early_stopping=early_stopping, seed=seed,
-        limit=limit, devices=devices,
-    )  # fmt: skip
+    flags = {"recipe": recipe} | {f.param: settings[f.param] for f in SETTING_FLAGS}  # in the help's order
     if resume is not None:
         given = [k for k, v in flags.items() if v is not None]
         if given or restart or (out_dir is not None and out_dir != resume):
@@ -255,7 +229,7 @@ def train(
             )
         config, out_dir = train_mod.resume_config(resume), resume
     else:
-        config = _train_config(**flags, data_dir=data_dir)
+        config = train_config(flags | {"data_dir": data_dir})
         out_dir = out_dir or Path("runs/default")
     parallel.setup(config.devices)  # before any JAX computation: devices, and joining a multi-process job
     dataset = _load(data_dir or (Path(config.data_dir) if config.data_dir else None))
@@ -291,6 +265,16 @@ def train(
     if stop():  # the signal came after the last step: the run is saved, only its report is left
         err.print(f"interrupted: the run is complete in {out_dir}; write its report with `fmnist report {out_dir}`.")
         raise typer.Exit(stop.exit_code)
+    _print_scores(result)
+    evaluation = (result.metrics, result.probs)
+    page = report.write_run_report(out_dir, model=result.model, dataset=dataset, evaluation=evaluation)
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in result.phases.items())
+    out.print(f"run saved in [bold]{out_dir}[/]; report: {page}")
+    out.print(f"{time.perf_counter() - started:.0f} s in all ({phases}, saving and report the rest)")
+
+
+def _print_scores(result) -> None:
+    """The run's test accuracy, and what its time budget's plan measured."""
     m = result.metrics
     if "views" in m:  # name a few views; count many
         named = " + ".join(m["views"]) if len(m["views"]) <= 3 else f"{len(m['views'])}"
@@ -308,11 +292,6 @@ def train(
             f"the budget's plan: its first {result.config.probe_steps} steps timed {p['step_ms']:.3g} ms a step "
             f"(margin included), so {result.config.steps} steps in all, {p['train_s']:.0f} s of them after the probe"
         )
-    evaluation = (result.metrics, result.probs)
-    page = report.write_run_report(out_dir, model=result.model, dataset=dataset, evaluation=evaluation)
-    phases = ", ".join(f"{k} {v:.0f} s" for k, v in result.phases.items())
-    out.print(f"run saved in [bold]{out_dir}[/]; report: {page}")
-    out.print(f"{time.perf_counter() - started:.0f} s in all ({phases}, saving and report the rest)")
 
 
 @app.command("recipes")

@@ -208,7 +208,7 @@ class TrainConfig:
     devices: int = setting(
         1,
         "Split each batch over N devices of this process (data-parallel, same result; a CPU simulates "
-        "N devices). Several processes: KERAS_DISTRIBUTION_* variables, README 'Scaling out'.",
+        "N devices). Several processes: KERAS_DISTRIBUTION_* variables, docs/scaling.md.",
     )
     train_limit: int | None = setting(None, "Train on the first N images only (quick trials, smoke tests).")
     data_dir: str | None = setting(None, "Where the dataset is (None: the usual search, see fmnist.data).")

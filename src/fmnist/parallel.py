@@ -75,7 +75,7 @@ def _join() -> None:
         raise DistributionError(
             f"{ENV_PROCESSES}={os.environ[ENV_PROCESSES]} asks for several processes, but {' and '.join(missing)} "
             f"is not set: set {ENV_ADDRESSES}=HOST:PORT (process 0's address) and {ENV_PROCESS_ID}=0, 1, … "
-            "in each process (README, 'Scaling out')."
+            "in each process (docs/scaling.md)."
         )
     try:
         keras.distribution.initialize()

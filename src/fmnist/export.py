@@ -229,10 +229,11 @@ def to_web(run_or_model, out, views=("identity",), ort_web=None, progressbar: ob
     if out.exists() and not out.is_dir():
         raise FmnistError(f"{out} is a file: give a folder for the web export.")
     with runs.staged_dir(out) as stage:
-        runs.write_bytes(stage / ONNX_FILE, proto.SerializeToString())
-        for name, data in files.items():
-            runs.write_bytes(stage / name, data)
-        runs.write_text(stage / PAGE_FILE, page_html(facts, proto_views(proto)))
+        written = [runs.write_bytes(stage / ONNX_FILE, proto.SerializeToString())]
+        written += [runs.write_bytes(stage / name, data) for name, data in files.items()]
+        written.append(runs.write_text(stage / PAGE_FILE, page_html(facts, proto_views(proto))))
+        for path in written:
+            path.chmod(0o644)  # a static site: readable by whichever user the web server runs as
     return out
 
 

@@ -102,6 +102,12 @@ def _activation_name(fn) -> str:
 
 
 # --------------------------------------------------------------------------- layers
+def _numpy(variable) -> np.ndarray:
+    from fmnist._backend import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(variable), np.float32)
+
+
 def _rescaling(g, layer, t):
     x = g.op("Mul", [t.name, g.const(layer.scale)], "rescale")
     if np.any(np.asarray(layer.offset) != 0):
@@ -115,9 +121,8 @@ def _normalization(g, layer, t):
 
     if t.nchw or layer.invert:
         raise ModelError(f"cannot export the Normalization layer {layer.name!r} in this position to ONNX.")
-    mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), np.float32)
-    std = np.maximum(np.sqrt(np.asarray(keras.ops.convert_to_numpy(layer.variance), np.float32)),
-                     np.float32(keras.backend.epsilon()))  # fmt: skip
+    mean = _numpy(layer.mean)
+    std = np.maximum(np.sqrt(_numpy(layer.variance)), np.float32(keras.backend.epsilon()))
     mean, std = mean.reshape(mean.shape[1:]), std.reshape(std.shape[1:])  # without the batch axis of 1
     x = g.op("Div", [g.op("Sub", [t.name, g.const(mean, "mean")]), g.const(std, "std")], "standardize")
     return _Tensor(x, t.shape)
@@ -205,9 +210,9 @@ def _batch_normalization(g, layer, t):
     if axis not in (-1, len(t.shape)):
         raise ModelError(f"cannot export the BatchNormalization layer {layer.name!r} (axis {axis}) to ONNX.")
     channels = t.shape[-1]
-    gamma = np.asarray(layer.gamma, np.float32) if layer.scale else np.ones(channels, np.float32)
-    beta = np.asarray(layer.beta, np.float32) if layer.center else np.zeros(channels, np.float32)
-    mean, var = np.asarray(layer.moving_mean, np.float32), np.asarray(layer.moving_variance, np.float32)
+    gamma = _numpy(layer.gamma) if layer.scale else np.ones(channels, np.float32)
+    beta = _numpy(layer.beta) if layer.center else np.zeros(channels, np.float32)
+    mean, var = _numpy(layer.moving_mean), _numpy(layer.moving_variance)
     if len(t.shape) == 3:
         t = _to_nchw(g, t)  # ONNX's BatchNormalization normalises axis 1
     elif len(t.shape) != 1:

@@ -155,6 +155,7 @@ from fmnist.cli import train  # noqa: E402, F401  (train, recipes)
 from fmnist.cli import runs  # noqa: E402, F401  (evaluate, report, runs, compare)
 from fmnist.cli import jobs  # noqa: E402, F401  (experiment, sweep)
 from fmnist.cli import predict  # noqa: E402, F401  (predict, serve)
+from fmnist.cli import export  # noqa: E402, F401  (export)
 # isort: on
 
 # Used by the tests as fmnist.cli.NAME.

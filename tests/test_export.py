@@ -8,6 +8,7 @@ is the run's recorded one. A model that cannot be exported says why and writes n
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,14 @@ import pytest
 
 from fmnist.data import CLASS_NAMES
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+if os.environ.get("CI"):  # installed by the test extra: missing is a failure there
+    import onnx
+    import onnxruntime as ort
+else:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
 
-from conftest import run_cli  # noqa: E402
+from conftest import run_cli
 
 TOLERANCE = 1e-4  # max abs probability difference, ONNX Runtime against fmnist.predict_proba
 FIT_IMAGES = 256  # a brief fit (8 steps): weights that are no longer the initial draw
@@ -67,7 +72,7 @@ def test_every_architecture_agrees_with_predict_proba(kind, dataset, tmp_path):
     model = models.compile_model(models.build_model(spec, x_train=x_train[:FIT_IMAGES]))
     fmnist.fit(model, x_train[:FIT_IMAGES], y_train[:FIT_IMAGES], epochs=1, batch_size=32, verbose=0, seed=0)
     x = x_test[:PARITY_IMAGES]
-    for views in [("identity",), *([augment.SHIFTED_AND_MIRRORED] if kind in ("cnn", "ensemble") else [])]:
+    for views in [("identity",), *([augment.SHIFTED_AND_MIRRORED] if kind == "ensemble" else [])]:
         path = to_onnx(model, tmp_path / f"{len(views)}.onnx", views=views)
         onnx.checker.check_model(str(path), full_check=True)
         exported = _session(str(path)).run(None, {"pixels": x})[0]

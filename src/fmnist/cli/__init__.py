@@ -56,7 +56,9 @@ def main() -> None:
         err.print(f"interrupted: {e}")
         sys.exit(130)
     except FmnistError as e:
-        err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        from rich.markup import escape  # a message's own brackets ('fmnist[export]') are text, not markup
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     except _CtrlC:
         err.print(

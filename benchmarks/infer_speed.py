@@ -87,9 +87,9 @@ def main():
     parser.add_argument("--part", choices=("kernels", "onnx", "all"), default="all", help="which comparison to run")
     parser.add_argument("--calls", type=int, default=200, help="onnx part: timed single-image calls (median)")
     args = parser.parse_args()
-    _, (x_test, _) = data.load_data()
+    (x_train, _), (x_test, _) = data.load_data()
     x_test = np.asarray(x_test)
-    model = train.build(recipes.get("best").config, total_steps=1)
+    model = train.build(recipes.get("best").config, total_steps=1, x_train=x_train)  # its whitened conv needs them
     if args.part in ("onnx", "all"):
         onnx_against_fmnist(model, x_test, args.reps, args.calls)
     if args.part == "onnx":

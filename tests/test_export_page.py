@@ -107,3 +107,23 @@ def test_photo_and_drawing_classified_in_chromium(site, seed_run, dataset, tmp_p
     assert bars == 5
     assert any(drawn.startswith(name + ",") for name in CLASS_NAMES), drawn
     assert requests and all(u.startswith(site + "/") or u.startswith(("data:", "blob:")) for u in requests), requests
+
+
+def test_local_ort_web_copy_and_a_folder_it_would_clobber(seed_run, web_folder, tmp_path, capsys):
+    from fmnist.export import ORT_WEB_FILES
+
+    dist = tmp_path / "onnxruntime-web" / "dist"
+    dist.mkdir(parents=True)
+    for name in ORT_WEB_FILES:
+        (dist / name).write_bytes((web_folder / name).read_bytes())
+    code, out, err = run_cli(["export", str(seed_run), "--format", "web", "--out", str(tmp_path / "site"),
+                              "--ort-web", str(dist.parent)], capsys)  # fmt: skip
+    assert code == 0 and "wrote" in out, err
+    assert (tmp_path / "site" / "index.html").read_text() == (web_folder / "index.html").read_text()
+    (dist / ORT_WEB_FILES[-1]).unlink()
+    code, _, err = run_cli(["export", str(seed_run), "--format", "web", "--out", str(tmp_path / "other"),
+                            "--ort-web", str(dist)], capsys)  # fmt: skip
+    assert code == 2 and ORT_WEB_FILES[-1] in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "other").exists()
+    code, _, err = run_cli(["export", str(seed_run), "--format", "web", "--out", str(dist.parent)], capsys)
+    assert code == 2 and "new folder" in err and (dist / ORT_WEB_FILES[0]).is_file(), err

@@ -228,6 +228,8 @@ def to_web(run_or_model, out, views=("identity",), ort_web=None, progressbar: ob
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FmnistError(f"{out} is a file: give a folder for the web export.")
+    if out.is_dir() and not {p.name for p in out.iterdir()} <= {ONNX_FILE, PAGE_FILE, *ORT_WEB_FILES}:
+        raise FmnistError(f"{out} holds other files than a web export's, which it would replace: give a new folder.")
     with runs.staged_dir(out) as stage:
         written = [runs.write_bytes(stage / ONNX_FILE, proto.SerializeToString())]
         written += [runs.write_bytes(stage / name, data) for name, data in files.items()]

@@ -65,6 +65,7 @@ def test_page_is_self_contained(web_folder):
 
 
 def test_photo_and_drawing_classified_in_chromium(site, seed_run, dataset, tmp_path, capsys):
+    from fmnist.errors import ImageError
     from fmnist.images import load_image, to_fashion_mnist
 
     sync_playwright = _chromium_or_skip()
@@ -90,6 +91,12 @@ def test_photo_and_drawing_classified_in_chromium(site, seed_run, dataset, tmp_p
             seen = np.array(page.evaluate("Array.from(window.fmnistInput)"), np.uint8).reshape(28, 28)
             bars = page.locator("#bars li").count()
 
+            blank = tmp_path / "blank.png"
+            blank.write_bytes(photo(np.zeros((28, 28), np.uint8)))  # all white: fmnist refuses it as blank
+            page.get_by_label("Choose a photo").set_input_files(str(blank))
+            result.filter(has_text="blank").wait_for(timeout=RESULT_SECONDS * 1000)
+            refused = result.inner_text()
+
             page.get_by_role("button", name="Clear").click()
             box = page.locator("#canvas").bounding_box()
             page.mouse.move(box["x"] + 90, box["y"] + 40)
@@ -105,6 +112,9 @@ def test_photo_and_drawing_classified_in_chromium(site, seed_run, dataset, tmp_p
     want = to_fashion_mnist(load_image(shot)).astype(int)
     assert np.abs(seen.astype(int) - want).max() <= 1 and (seen == want).mean() >= 0.99  # float32 vs double rounding
     assert bars == 5
+    with pytest.raises(ImageError) as info:
+        to_fashion_mnist(load_image(blank))
+    assert refused == f"Not classified: {info.value}", refused
     assert any(drawn.startswith(name + ",") for name in CLASS_NAMES), drawn
     assert requests and all(u.startswith(site + "/") or u.startswith(("data:", "blob:")) for u in requests), requests
 

@@ -56,7 +56,9 @@ def main() -> None:
         err.print(f"interrupted: {e}")
         sys.exit(130)
     except FmnistError as e:
-        err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        from rich.markup import escape  # a message's own brackets ('fmnist[export]') are text, not markup
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     except _CtrlC:
         err.print(
@@ -155,6 +157,7 @@ from fmnist.cli import train  # noqa: E402, F401  (train, recipes)
 from fmnist.cli import runs  # noqa: E402, F401  (evaluate, report, runs, compare)
 from fmnist.cli import jobs  # noqa: E402, F401  (experiment, sweep)
 from fmnist.cli import predict  # noqa: E402, F401  (predict, serve)
+from fmnist.cli import export  # noqa: E402, F401  (export)
 # isort: on
 
 # Used by the tests as fmnist.cli.NAME.

@@ -128,12 +128,12 @@ def test_v2_infer_equals_predict_proba(api, live_server, sample, predictor, data
 
 
 def test_a_full_batch_of_fp32_is_parsed_off_the_loop_and_answered(api, dataset, predictor):
-    from fmnist.serve import app as serve_app
+    from fmnist.serve import bodies
 
     _, (x_test, _) = dataset
     x = x_test[100:116]  # --max-batch images, as FP32 0–1: a body far over the inline-parsing size
     body = json.dumps(v2_tensor(x, "FP32", [16, 784])).encode()
-    assert len(body) > 2 * serve_app.INLINE_JSON_BYTES
+    assert len(body) > 2 * bodies.INLINE_JSON_BYTES
     response = api.post("/v2/models/fmnist/infer", content=body, headers={"Content-Type": "application/json"})
     got = np.array(response.json()["outputs"][0]["data"]).reshape(16, 10)
     np.testing.assert_allclose(got, predictor.probabilities(x), rtol=1e-4, atol=1e-6)
@@ -383,6 +383,39 @@ def test_a_model_that_cannot_load_is_reported_and_never_ready(seed_run, tmp_path
         assert_error(client.post("/v2/models/broken/infer", json=v2_tensor(ZEROS)), 503, "could not be loaded")
         assert client.get("/v1/models/broken").json()["model_version_status"][0]["state"] == "END"
     assert "model.keras" in reasons[0]
+
+
+def test_a_protocol_router_serves_alone(seed_run, sample, predictor):
+    """One protocol's router mounted on a bare app with a model: it answers, and nothing else is there."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from fmnist.serve.model import ModelService
+    from fmnist.serve.routes import tf_serving
+
+    config = ServeConfig(max_batch=8)
+    service = ModelService(seed_run, config)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await service.start()
+        yield
+        service.close()
+
+    app = FastAPI(lifespan=lifespan)
+    app.state.service, app.state.config = service, config
+    app.include_router(tf_serving.router)
+    x, _ = sample
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/v1/models/fmnist").json()["model_version_status"][0]["state"] != "AVAILABLE":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        got = client.post("/v1/models/fmnist:predict", json={"instances": x.tolist()}).json()["predictions"]
+        np.testing.assert_allclose(got, predictor.probabilities(x), rtol=1e-5, atol=1e-6)
+        assert client.get("/v2/health/ready").status_code == 404 and client.get("/").status_code == 404
 
 
 def _queue(forward, **config) -> InferenceQueue:

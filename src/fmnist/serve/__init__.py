@@ -6,10 +6,11 @@
     run(create_app("runs/default", config), sock)
 
 ``config`` holds the flags; ``protocols`` the wire formats; ``model`` the loaded model and
-its inference queue; ``middleware`` the API key, body limit and request counts; ``metrics``
-the Prometheus text; ``app`` the routes and the page (``templates/serve.html``); ``server``
-the socket and uvicorn. FastAPI is imported on first use of a name below, so the CLI can
-read ``fmnist.serve.config``'s defaults without it.
+its inference queue; ``bodies`` the request bodies routes parse themselves; ``routes`` one
+router per protocol (V2, TF Serving, the page and /api/classify, /metrics); ``middleware``
+the API key, body limit and request counts; ``telemetry`` the counters as Prometheus text;
+``app`` puts them together; ``server`` the socket and uvicorn. FastAPI is imported on first
+use of a name below, so the CLI can read ``fmnist.serve.config``'s defaults without it.
 """
 
 from importlib import import_module

@@ -1,4 +1,4 @@
-"""The server's ASGI layers around the routes: request metrics, the API key, the body-size limit.
+"""The server's ASGI layers around the routes: request counts, the API key, the body-size limit.
 
 Plain ASGI (no BaseHTTPMiddleware), so a refused request is answered before its body is read
 and streaming stays streaming. Errors leave as ``{"error": "..."}`` with the right status.
@@ -25,8 +25,8 @@ async def send_error(send, status: int, message: str, headers: tuple[tuple[bytes
 class RecordRequests:
     """Count every HTTP response by method, route template (not the raw path) and status."""
 
-    def __init__(self, app, metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, telemetry):
+        self.app, self.telemetry = app, telemetry
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -43,7 +43,7 @@ class RecordRequests:
             await self.app(scope, receive, record)
         finally:
             route = scope.get("route")
-            self.metrics.request(scope["method"], getattr(route, "path", None) or "unmatched", status)
+            self.telemetry.request(scope["method"], getattr(route, "path", None) or "unmatched", status)
 
 
 class RequireApiKey:

@@ -88,9 +88,9 @@ class InferenceQueue:
 class ModelService:
     """A run's model, its name and facts, and whether it is ready to answer."""
 
-    def __init__(self, run_or_model: str | Path, config: ServeConfig, metrics=None):
+    def __init__(self, run_or_model: str | Path, config: ServeConfig, telemetry=None):
         self.path = Path(run_or_model)
-        self.config, self.metrics = config, metrics
+        self.config, self.telemetry = config, telemetry
         run_dir = runs.run_dir_of(self.path)
         self.name = run_dir.name if run_dir is not None else runs.resolve_model_path(self.path).stem
         self.facts = _facts(run_dir)
@@ -141,8 +141,8 @@ class ModelService:
     def _forward(self, pixels: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
         probs = self.predictor.probabilities(pixels)
-        if self.metrics is not None:
-            self.metrics.forward_pass(len(pixels), time.perf_counter() - started)
+        if self.telemetry is not None:
+            self.telemetry.forward_pass(len(pixels), time.perf_counter() - started)
         return probs
 
     def knows(self, name: str) -> bool:

@@ -1,4 +1,6 @@
-"""What the server counts, in Prometheus' text exposition format (``GET /metrics``).
+"""What the server counts about itself, in Prometheus' text exposition format (``GET /metrics``).
+
+(Not to be confused with ``fmnist.metrics``, which scores a model's predictions.)
 
 Requests by route template and status, the forward pass's latency and the number of images
 per pass, as histograms. Kept by hand (a few dicts under one lock): the format is small and
@@ -38,7 +40,7 @@ class Histogram:
         return out
 
 
-class Metrics:
+class Telemetry:
     """The server's counters; safe to update from the event loop and the inference thread."""
 
     def __init__(self):

@@ -122,6 +122,13 @@ def serve(
         max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch, max_queue=max_queue,
         batch_requests=batch_requests, grpc_port=grpc_port, watch=watch, docs=docs,
     )  # fmt: skip
+    if grpc_port is not None:  # a missing extra or a taken port is one line now, not a failed startup later
+        from fmnist.serve import grpc_server  # noqa: F401
+
+        try:
+            serving.bind(serving.ServeConfig(host=host, port=grpc_port)).close()
+        except serving.ServeError as e:
+            raise serving.ServeError(str(e).replace("--port", "--grpc-port")) from e
     sock = serving.bind(config)
     url = serving.url(sock)
 

@@ -228,12 +228,12 @@ def _instance(x, input_name: str, i: int):
         raise RequestError(f"instance {i}: {e}") from e
 
 
-def tf_model_status(ready: bool, error: str | None) -> dict:
+def tf_model_status(ready: bool, error: str | None, version: str = "1") -> dict:
     state = "AVAILABLE" if ready else ("END" if error else "LOADING")
     status = (
         {"error_code": "OK", "error_message": ""} if not error else {"error_code": "UNKNOWN", "error_message": error}
     )
-    return {"model_version_status": [{"version": "1", "state": state, "status": status}]}
+    return {"model_version_status": [{"version": version, "state": state, "status": status}]}
 
 
 # --------------------------------------------------------------------------- /api/classify

@@ -9,10 +9,11 @@ from importlib import resources
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from fmnist import __version__
 from fmnist.serve import schemas
+from fmnist.serve.protocols import RequestError
 
 ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}  # what /docs loads
 DESCRIPTION = (
@@ -62,7 +63,7 @@ async def docs():
 @router.get("/docs/{asset}")
 async def docs_asset(asset: str):
     if asset not in ASSETS:
-        return HTMLResponse("", 404)
+        raise RequestError(f"no docs asset {asset!r}: /docs loads {', '.join(ASSETS)}.", 404)
     data = (resources.files("fastapi_offline") / "static" / asset).read_bytes()
     return Response(data, media_type=ASSETS[asset], headers={"Cache-Control": "public, max-age=86400"})
 

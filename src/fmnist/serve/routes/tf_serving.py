@@ -17,7 +17,7 @@ router = APIRouter(tags=["TensorFlow Serving"])
 @router.get("/v1/models/{name}", response_model=schemas.ModelStatus, responses=errors(401, 404))
 async def tf_status(name: str, service: Service):
     model_named(service, name)
-    return protocols.tf_model_status(service.ready, service.error)
+    return protocols.tf_model_status(service.ready, service.error, service.version)
 
 
 @router.post(

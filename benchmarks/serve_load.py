@@ -4,12 +4,14 @@ Starts `fmnist serve RUN --port 0` as its own process (with and without request 
 or as --batching says), waits until it is ready, then for each workload sends a fixed number
 of requests from N concurrent keep-alive clients and stops:
   v2 infer   POST /v2/models/fmnist/infer, one 28×28 UINT8 test image per request;
+  gRPC infer KServe V2 ModelInfer on --grpc-port, the same image as raw_input_contents, N channels;
   photo      POST /api/classify, one 168×168 PNG "photo" of a test image per request.
 Prints requests/s, p50 / p99 latency, 5xx and other non-200 answers, and the server's
 resident memory (RSS) before and after each workload. The clients are a few lines of raw
 HTTP/1.1 on asyncio streams, so they take as little of the shared CPU as possible.
 Results: BENCHMARKS.md. The issue's target (2-core machine, seed model, one view): at least
-300 single-image infer requests/s with p99 <= 50 ms at 8 clients, 0 errors, memory flat.
+300 single-image infer requests/s with p99 <= 50 ms at 8 clients, 0 errors, memory flat; gRPC at
+least the REST figure (the ratio is printed).
 
     python benchmarks/serve_load.py [--run runs/default] [--clients 8] [--requests 10000] [--photos 1000]
 """
@@ -47,18 +49,18 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(run: str, batching: bool) -> tuple[subprocess.Popen, str]:
-    """`fmnist serve` on a free loopback port; (process, base URL) once it reports ready."""
-    cmd = [sys.executable, "-m", "fmnist.cli", "serve", run, "--port", "0", "--max-queue", "100000",
+def start_server(run: str, batching: bool) -> tuple[subprocess.Popen, str, str | None]:
+    """`fmnist serve` (HTTP and gRPC) on free loopback ports; (process, base URL, gRPC target) once ready."""
+    cmd = [sys.executable, "-m", "fmnist.cli", "serve", run, "--port", "0", "--max-queue", "100000", "--grpc-port", "0",
            "--batch-requests" if batching else "--no-batch-requests"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     timer = threading.Timer(READY_SECONDS, proc.kill)  # a server that never gets ready is stopped
     timer.start()
     try:
         for line in proc.stdout:
-            if m := re.search(r"model ready: open (http://\S+/)", line):
+            if m := re.search(r"model ready: open (http://\S+/)(?: \(gRPC: (\S+)\))?", line):
                 threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its output from filling the pipe
-                return proc, m.group(1)
+                return proc, m.group(1), m.group(2)
     finally:
         timer.cancel()
     proc.kill()
@@ -104,7 +106,38 @@ async def load(url: str, bodies: list[bytes], clients: int) -> dict:
     await asyncio.gather(
         *(client(parts.hostname, parts.port, bodies[i::clients], latencies, statuses) for i in range(clients))
     )
-    seconds = time.perf_counter() - started
+    return summary(latencies, statuses, time.perf_counter() - started)
+
+
+async def grpc_load(target: str, image: np.ndarray, n: int, clients: int) -> dict:
+    """``n`` single-image ModelInfer calls from ``clients`` channels (each its own connection), in turn."""
+    import grpc
+
+    from fmnist.serve.v2_grpc import grpc_predict_v2_pb2 as pb
+    from fmnist.serve.v2_grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    tensor = pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="UINT8", shape=[1, 28, 28])
+    request = pb.ModelInferRequest(model_name="fmnist", inputs=[tensor], raw_input_contents=[image.tobytes()])
+    latencies, statuses = [], []
+
+    async def one(calls: int) -> None:
+        async with grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for _ in range(calls):
+                started = time.perf_counter()
+                try:
+                    await stub.ModelInfer(request, timeout=REQUEST_SECONDS)
+                    statuses.append(200)
+                except grpc.aio.AioRpcError as e:
+                    statuses.append(599 if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL) else 400)
+                latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(len(range(i, n, clients))) for i in range(clients)))
+    return summary(latencies, statuses, time.perf_counter() - started)
+
+
+def summary(latencies: list[float], statuses: list[int], seconds: float) -> dict:
     ms = sorted(x * 1000 for x in latencies)
     return {
         "requests": len(statuses),
@@ -161,19 +194,31 @@ def main() -> None:
         print("\n| " + " | ".join(head) + " before → after |")
         print("|---" * len(head) + "|")
         for batching in {"both": (True, False), "on": (True,), "off": (False,)}[args.batching]:
-            proc, url = start_server(run, batching)
+            proc, url, target = start_server(run, batching)
             try:
                 host = urlsplit(url).netloc
                 asyncio.run(load(url, workloads(host, x_test, 200, 20)["v2 infer (1 image)"], args.clients))  # warm-up
+                asyncio.run(grpc_load(target, x_test[0], 200, args.clients))
+                figures = {}
                 for name, bodies in workloads(host, x_test, args.requests, args.photos).items():
                     before = rss_mb(proc.pid)
-                    r = asyncio.run(load(url, bodies, args.clients))
-                    print(f"| {'on' if batching else 'off'} | {name} | {r['requests']:,} | {r['per_second']:.0f} | "
-                          f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors_5xx']} | {r['other_non_200']} | "
-                          f"{before:.0f} → {rss_mb(proc.pid):.0f} |", flush=True)  # fmt: skip
+                    figures[name] = r = asyncio.run(load(url, bodies, args.clients))
+                    row(batching, name, r, before, rss_mb(proc.pid))
+                    if name.startswith("v2 infer"):
+                        before = rss_mb(proc.pid)
+                        figures["grpc"] = r = asyncio.run(grpc_load(target, x_test[0], args.requests, args.clients))
+                        row(batching, "gRPC infer (1 image)", r, before, rss_mb(proc.pid))
+                ratio = figures["grpc"]["per_second"] / figures["v2 infer (1 image)"]["per_second"]
+                print(f"gRPC / REST single-image requests/s (batching {'on' if batching else 'off'}): {ratio:.2f}")
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+def row(batching: bool, name: str, r: dict, before: float, after: float) -> None:
+    print(f"| {'on' if batching else 'off'} | {name} | {r['requests']:,} | {r['per_second']:.0f} | "
+          f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors_5xx']} | {r['other_non_200']} | "
+          f"{before:.0f} → {after:.0f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -54,6 +54,20 @@ def run(tiny_run) -> Path:
     return tiny_run
 
 
+# --------------------------------------------------------------------------- request bodies: 2 routes
+REQUEST_ENTRY_POINTS = ("/v2/models/fmnist/infer", "/v1/models/fmnist:predict")
+
+
+@pytest.mark.parametrize("entry", REQUEST_ENTRY_POINTS)
+@pytest.mark.parametrize("name", corpus("request"))
+def test_request_corpus(name, entry, server):
+    import httpx
+
+    body = (CORPUS / "files" / name).read_bytes()
+    response = httpx.post(server + entry.lstrip("/"), content=body, headers={"Content-Type": "application/json"})
+    assert_one_line_refusal(response, (400,))
+
+
 # --------------------------------------------------------------------------- images: 5 entry points
 IMAGE_ENTRY_POINTS = (
     "images.to_fashion_mnist", "Predictor.predict", "Predictor.predict_files", "fmnist predict", "serve /api/classify"
@@ -226,15 +240,16 @@ def test_corpus_covers_the_issue_and_counts(capsys):
                    "zero-bytes.png", "text-as.png", "truncated.jpg", "truncated.png", "truncated.webp",
                    "decompression-bomb.png", "animated.gif", "cmyk.jpg", "gray16.png", "palette.png", "la.png",
                    "one-pixel.png", "blank.png", "exif-rotated.jpg", "truncated.keras", "wrong-input-shape.keras",
-                   "five-outputs.keras"):  # fmt: skip
+                   "five-outputs.keras", "black-28x28.png", "nested-arrays-1000.json"):  # fmt: skip
         assert wanted in names
     cases = (
         len(corpus("image")) * len(IMAGE_ENTRY_POINTS)
         + len(corpus("dataset")) * len(DATASET_ENTRY_POINTS)
         + len(corpus("model")) * len(MODEL_ENTRY_POINTS)
     )
+    cases += len(corpus("request")) * len(REQUEST_ENTRY_POINTS)
     assert len(names) == len(list((CORPUS / "files").iterdir()))
-    assert cases == 160, cases  # 16 images x 5 + 10 dataset files x 5 + 5 models x 6
+    assert cases == 173, cases  # 17 images x 5 + 10 dataset files x 5 + 5 models x 6 + 4 bodies x 2
 
 
 # --------------------------------------------------------------------------- any image at all

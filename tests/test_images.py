@@ -110,7 +110,11 @@ def test_fashion_mnist_image_passes_through_unchanged(dataset):
 def test_dark_bordered_28x28_passes_through(pixels, border):
     x = np.array(pixels, np.uint8).reshape(28, 28)
     x[0], x[-1], x[:, 0], x[:, -1] = border, border, border, border
-    assert np.array_equal(images.to_fashion_mnist(x), x)
+    if int(x.max()) - border <= images.BLANK_CONTRAST:  # one flat colour: refused, as a flat photo is
+        with pytest.raises(ImageError, match="blank"):
+            images.to_fashion_mnist(x)
+    else:
+        assert np.array_equal(images.to_fashion_mnist(x), x)
 
 
 def test_light_28x28_is_negated():
@@ -156,9 +160,12 @@ def test_enlarged_fashion_mnist_image_comes_back_close(dataset):
     assert np.mean(errors) < 10.0  # gray levels; the blur of two resamplings is most of it
 
 
-def test_blank_image_is_an_error():
+@pytest.mark.parametrize("level", [0, 128, 250])
+@pytest.mark.parametrize("shape", [(100, 80), (28, 28)])
+def test_blank_image_is_an_error(level, shape):
+    """Flat black, grey or white, large or already 28×28: there is no garment to classify."""
     with pytest.raises(ImageError, match="blank"):
-        images.to_fashion_mnist(np.full((100, 80), 250, np.uint8))
+        images.to_fashion_mnist(np.full(shape, level, np.uint8))
 
 
 # --------------------------------------------------------------------------- arrays

@@ -86,3 +86,30 @@ def test_image_seen_is_what_the_model_saw(live_server, dataset):
     answer = httpx.post(live_server.url + "api/classify", content=buf.getvalue(), headers=headers).json()
     seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["image_png"]))))
     np.testing.assert_array_equal(seen, x_test[0])
+
+
+def test_phone_widths_do_not_scroll_sideways_and_a_non_image_is_worded_for_a_person(live_server, tmp_path):
+    """At 390 and 320 CSS pixels the page fits its width; a text file chosen as the photo gets a sentence
+    for a person, not the API's wording."""
+    sync_playwright = _chromium_or_skip()
+    note = tmp_path / "notes.txt"
+    note.write_text("not a photo")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            widths = {}
+            for width in (390, 320):
+                page = browser.new_page(viewport={"width": width, "height": 800}, is_mobile=True, has_touch=True)
+                page.goto(live_server.url, wait_until="load")
+                widths[width] = page.evaluate("document.documentElement.scrollWidth")
+                page.close()
+            page = browser.new_page(viewport={"width": 390, "height": 800})
+            page.goto(live_server.url, wait_until="load")
+            page.get_by_label("Choose a photo").set_input_files(str(note))
+            result = page.locator("#result")
+            result.filter(has_text="not a picture").wait_for(timeout=RESULT_SECONDS * 1000)
+            said = result.inner_text()
+        finally:
+            browser.close()
+    assert widths == {390: 390, 320: 320}, widths
+    assert "multipart" not in said and "choose a photo" in said, said

@@ -201,13 +201,14 @@ def to_fashion_mnist(image) -> np.ndarray:
     if alpha is not None:
         gray = _composite(gray, alpha)
     background = float(np.median(_border(gray)))
-    if gray.shape == (SIZE, SIZE) and background < LIGHT:
-        return gray.round().astype(np.uint8)  # already Fashion-MNIST-like: unchanged
-    if background >= LIGHT:
+    light = background >= LIGHT
+    if light:
         gray, background = 255.0 - gray, 255.0 - background
     top = float(gray.max())
-    if top - background <= BLANK_CONTRAST:
+    if top - background <= BLANK_CONTRAST:  # black, white or grey alike, before any shortcut
         raise ImageError("the image is blank (one flat colour): there is no garment to classify.")
+    if gray.shape == (SIZE, SIZE) and not light:
+        return gray.round().astype(np.uint8)  # already Fashion-MNIST-like: unchanged
     return _fit(np.clip((gray - background) * (255.0 / (top - background)), 0.0, 255.0))
 
 

@@ -2,10 +2,11 @@
 
     python tests/corpus/make_corpus.py        # rewrites the files and MANIFEST.json
 
-Three kinds, by the entry points that take them (tests/test_corpus.py runs each file through
+Four kinds, by the entry points that take them (tests/test_corpus.py runs each file through
 each): ``dataset`` files (a dataset file in a --data-dir), ``image`` files (fmnist predict,
 Predictor, fmnist.images) and ``model`` files (fmnist evaluate / predict / report, runs.load_model,
-Predictor.load). MANIFEST.json records each file's kind and what fmnist must do with it:
+Predictor.load), and ``request`` bodies (JSON the server's V2 and TF Serving routes read).
+MANIFEST.json records each file's kind and what fmnist must do with it:
 ``error`` (the project's error, one line) or ``ok`` (a correct result). The same bytes every
 time (fixed seeds, no timestamps) except in the .keras archives, which record when they were saved.
 """
@@ -121,8 +122,25 @@ def image_files() -> dict[str, tuple[bytes, str]]:
         "la.png": (save(la, "PNG"), "ok"),
         "one-pixel.png": (save(Image.new("L", (1, 1), 200), "PNG"), "error"),  # one flat colour: blank
         "blank.png": (save(Image.new("RGB", (64, 48), (240, 240, 240)), "PNG"), "error"),
+        "black-28x28.png": (save(Image.new("L", (28, 28), 0), "PNG"), "error"),  # blank too, already 28×28
         "exif-rotated.jpg": (save(rotated, "JPEG", quality=95, exif=exif), "ok"),
         "upright.png": (png, "ok"),  # the reference the EXIF-rotated photo must match
+    }
+
+
+# --------------------------------------------------------------------------- request bodies
+def request_files() -> dict[str, bytes]:
+    """JSON bodies nested deeper than a parser's recursion, or than any tensor: each a 400, never a 500."""
+    zeros = "0"
+    for _ in range(200):  # 200 dimensions: more than NumPy's 64
+        zeros = f"[{zeros}]"
+    deep_tensor = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "UINT8", "data": "@"}]})
+    deep_tensor = deep_tensor.replace('"@"', zeros)
+    return {
+        "nested-arrays-1000.json": b"[" * 1000 + b"]" * 1000,  # 2 kB: json.loads raises RecursionError
+        "nested-arrays-100000.json": b"[" * 100_000 + b"]" * 100_000,
+        "nested-objects-1000.json": b'{"a":' * 1000 + b"1" + b"}" * 1000,
+        "nested-tensor-200.json": deep_tensor.encode(),  # parses; no array has 200 dimensions
     }
 
 
@@ -162,6 +180,9 @@ def main() -> int:
         (FILES_DIR / name).write_bytes(data)
     for name, (data, expect) in image_files().items():
         manifest[name] = {"kind": "image", "expect": expect}
+        (FILES_DIR / name).write_bytes(data)
+    for name, data in request_files().items():
+        manifest[name] = {"kind": "request", "expect": "error"}
         (FILES_DIR / name).write_bytes(data)
     for name, data in model_files().items():
         manifest[name] = {"kind": "model", "expect": "error"}

@@ -97,11 +97,19 @@ def serve(
     batch_requests: Annotated[
         bool, typer.Option(help="Let concurrent requests share one forward pass (up to --max-batch images).")
     ] = True,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Also serve KServe V2 over gRPC on this port (needs fmnist[grpc])."),
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option(help="Load the run again, without a restart, when a new one is put in its place.")
+    ] = False,
+    docs: Annotated[bool, typer.Option(help="Serve the API's description at /docs and /openapi.json.")] = True,
 ) -> None:
     """Serve a model over HTTP: KServe V2, TensorFlow Serving REST, /api/classify, /metrics, and a page at /.
 
-    The model loads and compiles in the background: /v2/health/ready answers 503 until it is ready. Ctrl-C stops.
-    """
+    The model loads and compiles in the background: /v2/health/ready answers 503 until it is ready. Ctrl-C or SIGTERM stops, after the requests in flight are answered.
+    """  # noqa: E501 (one paragraph: Typer keeps line breaks)
     from rich.markup import escape
 
     from fmnist import runs
@@ -112,19 +120,31 @@ def serve(
     config = serving.ServeConfig(
         host=host, port=port, api_key=api_key or None, cors_origins=tuple(cors_origin or ()),
         max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch, max_queue=max_queue,
-        batch_requests=batch_requests,
+        batch_requests=batch_requests, grpc_port=grpc_port, watch=watch, docs=docs,
     )  # fmt: skip
+    if grpc_port is not None:  # a missing extra or a taken port is one line now, not a failed startup later
+        from fmnist.serve import grpc_server  # noqa: F401
+
+        try:
+            serving.bind(serving.ServeConfig(host=host, port=grpc_port)).close()
+        except serving.ServeError as e:
+            raise serving.ServeError(str(e).replace("--port", "--grpc-port")) from e
     sock = serving.bind(config)
     url = serving.url(sock)
 
     def loaded(error: str | None) -> None:
         if error is None:
-            out.print(f"model ready: open {url}")
+            grpc = application.state.grpc_port
+            out.print(f"model ready: open {url}" + (f" (gRPC: {host}:{grpc})" if grpc else ""))
         else:
             err.print(f"[bold red]error:[/] {escape(error)}; /v2/health/ready answers 503 until it is fixed.")
 
     application = serving.create_app(run, config, on_loaded=loaded)
-    out.print(f"serving {run} at {url} (the page; API: /v2, /v1/models, /api/classify, /metrics). Ctrl-C stops.")
+    described = ", described at /docs" if docs else ""
+    out.print(f"serving {run} at {url} (the page; API: /v2, /v1/models, /api/classify, /metrics{described}). "
+              "Ctrl-C stops.")  # fmt: skip
+    if watch:
+        out.print(f"watching {run}: a new run put in its place is loaded and swapped in.")
     if api_key:
         out.print("the API needs 'Authorization: Bearer <key>'; the page and /v2/health/* do not.")
     serving.run(application, sock)

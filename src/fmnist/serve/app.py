@@ -1,5 +1,7 @@
 """The FastAPI app: the routers of ``routes`` (KServe V2, TensorFlow Serving REST, the page and
-/api/classify, /metrics) behind the ASGI layers of ``middleware``, and the error form they share.
+/api/classify, /metrics, the API's docs) behind the ASGI layers of ``middleware``, the error form
+they share, and what runs beside them while the app is up: the gRPC server (``grpc_server``) and
+the run's watcher (``lifecycle``).
 
     app = create_app("runs/default", ServeConfig(api_key="s3cret"))
 
@@ -25,7 +27,7 @@ from fmnist.serve.config import ServeConfig
 from fmnist.serve.middleware import LimitBody, RecordRequests, RequireApiKey
 from fmnist.serve.model import ModelService
 from fmnist.serve.protocols import RequestError
-from fmnist.serve.routes import classify, ops, tf_serving, v2
+from fmnist.serve.routes import classify, docs, ops, tf_serving, v2
 from fmnist.serve.telemetry import Telemetry
 
 RETRY_AFTER_SECONDS = "1"  # told to clients answered 503
@@ -41,19 +43,23 @@ def create_app(run_or_model: str | Path, config: ServeConfig | None = None, on_l
 
     @asynccontextmanager
     async def lifespan(app):
+        from fmnist.serve import lifecycle
+
         await service.start()
         if on_loaded is not None:
             service.on_loaded(on_loaded)
-        try:
-            yield
-        finally:
-            service.close()
+        async with lifecycle.beside(app, service, config, on_loaded):
+            try:
+                yield
+            finally:
+                service.close()
 
     app = FastAPI(title="fmnist", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)  # fmt: skip
     app.state.service, app.state.telemetry, app.state.config = service, telemetry, config
+    app.state.grpc_port = None  # the gRPC server's port once it listens
     error_handlers(app)
-    for router in ROUTERS:
+    for router in (*ROUTERS, docs.router) if config.docs else ROUTERS:
         app.include_router(router)
     # Outermost last: counts see every answer, CORS headers go on refusals too, the key is checked before the body.
     app.add_middleware(LimitBody, limit=config.max_upload_bytes)
@@ -81,7 +87,12 @@ def error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request, e: HTTPException):
         if e.status_code == 404:
-            return error(404, f"no route {request.url.path}: see the README for the V2, TF Serving and /api routes.")
+            return error(404, f"no route {request.url.path}: see /docs for the V2, TF Serving and /api routes.")
+        if e.status_code == 405:
+            allowed = (e.headers or {}).get("Allow", "")
+            answer = error(405, f"{request.method} is not allowed on {request.url.path}: use {allowed or 'another'}.")
+            answer.headers["Allow"] = allowed
+            return answer
         return error(e.status_code, str(e.detail))
 
     @app.exception_handler(Exception)

@@ -15,27 +15,37 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from fmnist.errors import ImageError, ImageTooLargeError
+from fmnist.serve import protocols
 from fmnist.serve.protocols import RequestError
 
 PHOTO_FIELD = "file"  # the multipart field /api/classify reads
 INLINE_JSON_BYTES = 64 * 1024  # larger JSON bodies are parsed on a worker thread (one image is ~3 kB)
 
 
-async def parsed_json(request: Request, parse, *args):
+async def parsed_json(request: Request, parse, *args, binary: bool = False):
     """``parse(json, *args)`` of the request's JSON body: inline when the body is small, on a worker
     thread when it is large (a big tensor takes milliseconds to parse that other requests would
-    wait for). 415 for another declared media type, 400 for text that is not JSON."""
+    wait for). 415 for another declared media type, 400 for text that is not JSON. With ``binary``,
+    a body carrying ``Inference-Header-Content-Length`` (V2's binary tensor data extension) is that
+    many bytes of JSON and then raw tensor bytes: ``parse(json, *args, raw=the bytes)``."""
+    header = request.headers.get(protocols.BINARY_HEADER) if binary else None
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
+    if header is None and media != "application/json" and not media.endswith("+json"):
         raise RequestError(f"the body must be JSON (Content-Type: application/json), not {media}.", 415)
     raw = await request.body()
+    split = None
+    if header is not None:
+        split = int(header) if header.strip().isdigit() else -1
+        if not 0 < split <= len(raw):
+            raise RequestError(f"{protocols.BINARY_HEADER} must be the JSON header's length in bytes, got {header!r}.")
 
     def work():
         try:
-            body = json.loads(raw)
-        except ValueError as e:
-            raise RequestError(f"the body is not valid JSON ({e}).") from e
-        return parse(body, *args)
+            body = json.loads(raw if split is None else raw[:split])
+        except (ValueError, RecursionError) as e:  # RecursionError: arrays nested too deep to parse
+            reason = e if isinstance(e, ValueError) else "nested too deeply"
+            raise RequestError(f"the body is not valid JSON ({reason}).") from e
+        return parse(body, *args) if split is None else parse(body, *args, raw=raw[split:])
 
     return work() if len(raw) <= INLINE_JSON_BYTES else await run_in_threadpool(work)
 
@@ -51,8 +61,11 @@ async def photo_body(request: Request) -> bytes:
             return await upload.read()
     if media.startswith("image/"):
         return await request.body()
-    raise RequestError(f"send a photo as multipart/form-data (field {PHOTO_FIELD!r}) or an image/* body, not "
-                       f"{media or 'a body without Content-Type'}.", 415)  # fmt: skip
+    raise RequestError(
+        f"send a photo as multipart/form-data (field {PHOTO_FIELD!r}) or an image/* body, not "
+        f"{media or 'a body without Content-Type'}.",
+        415,
+    )  # fmt: skip (the page words it for people)
 
 
 def prepare_photo(data: bytes, max_pixels: int, name: str = "the uploaded image") -> np.ndarray:

@@ -11,7 +11,8 @@ import json
 
 from fmnist.serve.protocols import RequestError
 
-OPEN_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready"})  # no API key needed: the page and health
+OPEN_PATHS = frozenset({"/", "/favicon.ico", "/v2/health/live", "/v2/health/ready", "/openapi.json", "/docs"})
+OPEN_PREFIXES = ("/docs/",)  # no API key needed: the page, health checks, the API's description
 
 
 async def send_error(send, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
@@ -53,7 +54,8 @@ class RequireApiKey:
         self.app, self.key = app, (api_key or "").encode()
 
     async def __call__(self, scope, receive, send):
-        if not self.key or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if not self.key or scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
         header = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")

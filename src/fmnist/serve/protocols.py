@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
+import struct
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,6 +26,8 @@ V2_SHAPES = ((28, 28), (28, 28, 1), (PIXELS,))  # accepted tensor shapes after t
 V2_DATATYPES = {"UINT8": 255.0, "FP32": 1.0}  # datatype -> its largest level (FP32 is scaled by 255)
 OUTPUT_NAME = "probabilities"
 CLASSIFICATION = "classification"  # the V2 classification extension's parameter
+BINARY_HEADER = "Inference-Header-Content-Length"  # the V2 binary tensor extension: JSON bytes before the tensors
+BINARY_DTYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}  # how each datatype is laid out in binary
 
 
 class RequestError(FmnistError):
@@ -55,6 +60,8 @@ def to_pixels(data, shape: list[int] | None, datatype: str, max_batch: int) -> n
         raise RequestError(f"shape must be a list of integers, got {shape!r}.")
     if len(shape) < 2 or tuple(shape[1:]) not in V2_SHAPES:
         raise RequestError(f"shape {shape} is not one of [N,28,28], [N,28,28,1] or [N,784].")
+    if shape[0] < 0:
+        raise RequestError(f"shape {shape} has no batch size: -1 is for metadata; give the number of images.")
     check_batch_size(shape[0], max_batch, "images")
     if a.size != math.prod(shape):
         raise RequestError(f"the data holds {a.size} numbers but shape {shape} needs {math.prod(shape)}.")
@@ -73,10 +80,10 @@ def _levels(a: np.ndarray, top: float, what: str, whole: bool = False) -> np.nda
 
 
 # --------------------------------------------------------------------------- KServe V2
-def v2_model_metadata(name: str, input_name: str, platform: str) -> dict:
+def v2_model_metadata(name: str, input_name: str, platform: str, version: str = "1") -> dict:
     return {
         "name": name,
-        "versions": ["1"],
+        "versions": [version],
         "platform": platform,
         "inputs": [{"name": input_name, "datatype": "UINT8", "shape": [-1, *IMAGE_SHAPE]}],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, NUM_CLASSES]}],
@@ -84,20 +91,54 @@ def v2_model_metadata(name: str, input_name: str, platform: str) -> dict:
     }
 
 
-def v2_parse_infer(body, input_name: str, max_batch: int) -> tuple[np.ndarray, int | None, str | None]:
-    """An infer request -> (pixels, classification k or None, request id)."""
+@dataclass(frozen=True)
+class V2Request:
+    """What an infer request asks: the pixels, top-k labels or None, its id, and a binary answer or not."""
+
+    pixels: np.ndarray
+    k: int | None
+    id: str | None
+    binary_output: bool = False
+
+
+def v2_parse_infer(body, input_name: str, max_batch: int, raw: bytes | None = None) -> V2Request:
+    """An infer request (its JSON, and with the binary extension the bytes after it) -> a V2Request."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
         raise RequestError('an infer request is a JSON object with "inputs": [{"name", "shape", "datatype", "data"}].')
     if len(body["inputs"]) != 1:
         raise RequestError(f"the model has one input ({input_name!r}); the request sent {len(body['inputs'])}.")
     tensor = body["inputs"][0]
-    if not isinstance(tensor, dict) or "data" not in tensor:
+    if not isinstance(tensor, dict) or ("data" not in tensor and raw is None):
         raise RequestError('the input tensor needs "name", "shape", "datatype" and "data".')
     if tensor.get("name") != input_name:
         raise RequestError(f"the model's input is named {input_name!r}, not {tensor.get('name')!r}.")
-    pixels = to_pixels(tensor["data"], tensor.get("shape"), str(tensor.get("datatype", "")).upper(), max_batch)
+    datatype = str(tensor.get("datatype", "")).upper()
+    data = tensor["data"] if "data" in tensor else _binary_tensor(tensor, datatype, raw)
+    pixels = to_pixels(data, tensor.get("shape"), datatype, max_batch)
     request_id = body.get("id")
-    return pixels, _classification(body.get("outputs")), None if request_id is None else str(request_id)
+    outputs = body.get("outputs")
+    binary = _parameters(body).get("binary_data_output") is True or (
+        isinstance(outputs, list) and len(outputs) == 1 and _parameters(outputs[0]).get("binary_data") is True
+    )
+    return V2Request(pixels, _classification(outputs), None if request_id is None else str(request_id), binary)
+
+
+def _parameters(obj) -> dict:
+    params = obj.get("parameters") if isinstance(obj, dict) else None
+    return params if isinstance(params, dict) else {}
+
+
+def _binary_tensor(tensor: dict, datatype: str, raw: bytes) -> np.ndarray:
+    """The input's values from the bytes after the JSON (the binary tensor data extension)."""
+    size = _parameters(tensor).get("binary_data_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size != len(raw):
+        raise RequestError(f"binary_data_size must be the {len(raw)} bytes after the JSON header, got {size!r}.")
+    if datatype not in BINARY_DTYPES:
+        raise RequestError(f"datatype {datatype!r} is not supported: send UINT8 (0–255) or FP32 (0–1).")
+    dtype = BINARY_DTYPES[datatype]
+    if size % dtype.itemsize:
+        raise RequestError(f"{size} bytes is not a whole number of {datatype} values.")
+    return np.frombuffer(raw, dtype)
 
 
 def _classification(outputs) -> int | None:
@@ -109,7 +150,7 @@ def _classification(outputs) -> int | None:
     out = outputs[0]
     if out.get("name") != OUTPUT_NAME:
         raise RequestError(f"the model's output is named {OUTPUT_NAME!r}, not {out.get('name')!r}.")
-    k = (out.get("parameters") or {}).get(CLASSIFICATION)
+    k = _parameters(out).get(CLASSIFICATION)
     if k is None:
         return None
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= NUM_CLASSES:
@@ -117,16 +158,34 @@ def _classification(outputs) -> int | None:
     return k
 
 
-def v2_infer_response(name: str, request_id: str | None, probs: np.ndarray, k: int | None) -> dict:
+def top_k_labels(probs: np.ndarray, k: int) -> list[str]:
+    """The classification extension's strings, "score:index:label", best first, k per image."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [f"{probs[i, c]:.6f}:{c}:{CLASS_NAMES[c]}" for i, row in enumerate(top) for c in row]
+
+
+def v2_infer_response(name: str, request_id: str | None, probs: np.ndarray, k: int | None, version: str = "1") -> dict:
     if k is None:
         output = {"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(probs.shape),
                   "data": probs.astype(np.float32).ravel().tolist()}  # fmt: skip
     else:
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        data = [f"{probs[i, c]:.6f}:{c}:{CLASS_NAMES[c]}" for i, row in enumerate(top) for c in row]
-        output = {"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [len(probs), k], "data": data}
-    response = {"model_name": name, "model_version": "1", "outputs": [output]}
+        output = {"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [len(probs), k], "data": top_k_labels(probs, k)}
+    response = {"model_name": name, "model_version": version, "outputs": [output]}
     return response if request_id is None else {"id": request_id, **response}
+
+
+def v2_binary_response(response: dict) -> tuple[bytes, int]:
+    """A JSON infer response in the binary extension's form: (the JSON header then the tensor bytes,
+    the header's length for ``Inference-Header-Content-Length``). BYTES elements carry a 4-byte length."""
+    output = dict(response["outputs"][0])
+    data = output.pop("data")
+    if output["datatype"] == "FP32":
+        raw = np.asarray(data, "<f4").tobytes()
+    else:
+        raw = b"".join(struct.pack("<I", len(b)) + b for b in (s.encode() for s in data))
+    output["parameters"] = {"binary_data_size": len(raw)}
+    header = json.dumps({**response, "outputs": [output]}).encode()
+    return header + raw, len(header)
 
 
 # --------------------------------------------------------------------------- TensorFlow Serving REST
@@ -169,12 +228,12 @@ def _instance(x, input_name: str, i: int):
         raise RequestError(f"instance {i}: {e}") from e
 
 
-def tf_model_status(ready: bool, error: str | None) -> dict:
+def tf_model_status(ready: bool, error: str | None, version: str = "1") -> dict:
     state = "AVAILABLE" if ready else ("END" if error else "LOADING")
     status = (
         {"error_code": "OK", "error_message": ""} if not error else {"error_code": "UNKNOWN", "error_message": error}
     )
-    return {"model_version_status": [{"version": "1", "state": state, "status": status}]}
+    return {"model_version_status": [{"version": version, "state": state, "status": status}]}
 
 
 # --------------------------------------------------------------------------- /api/classify

@@ -9,7 +9,9 @@ the CLI prints as one line, and lets tests and benchmarks learn a free port befo
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 
 from fmnist.errors import FmnistError
 from fmnist.serve.config import ServeConfig
@@ -60,8 +62,14 @@ def uvicorn_server(app, log_level: str = "warning"):
 
 
 def run(app, sock: socket.socket, log_level: str = "warning") -> None:
-    """Serve ``app`` on ``sock`` until interrupted."""
+    """Serve ``app`` on ``sock`` until interrupted. SIGTERM drains: the socket stops accepting,
+    requests in flight are answered (for up to GRACEFUL_SHUTDOWN_SECONDS), then this returns."""
+    main = threading.current_thread() is threading.main_thread()
+    # uvicorn raises the signal again once it has drained; a handler that ignores it makes that a clean return.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if main else None
     try:
         uvicorn_server(app, log_level).run(sockets=[sock])
     finally:
         sock.close()
+        if main:
+            signal.signal(signal.SIGTERM, previous)

@@ -3,7 +3,7 @@
 # as one JSON line (stdout and $GPU_ACCURACY_OUT). Seed 0 unless GPU_ACCURACY_SEED says otherwise.
 #
 #   FMNIST_DATA_DIR=gpu_wheels/data benchmarks/gpu_accuracy.sh
-#   GPU_ACCURACY_LIMIT=600 GPU_ACCURACY_BUDGET=15 GPU_ACCURACY_PLATFORM=cpu JAX_PLATFORMS=cpu benchmarks/gpu_accuracy.sh
+#   GPU_ACCURACY_LIMIT=600 GPU_ACCURACY_BUDGET=120 GPU_ACCURACY_PLATFORM=cpu JAX_PLATFORMS=cpu benchmarks/gpu_accuracy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_env.sh

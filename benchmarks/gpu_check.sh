@@ -17,8 +17,8 @@ CHUNKS=${GPU_CHECK_CHUNKS:-64,256}  # fmnist's chunk sizes tried beside its defa
 BUDGET=${GPU_CHECK_BUDGET:-60}
 EPOCHS=5
 args=()
-if [ -n "${GPU_CHECK_LIMIT:-}" ]; then  # a dry run: few images, two epochs, a short budget
-  args+=(--limit "$GPU_CHECK_LIMIT"); EPOCHS=2; BUDGET=${GPU_CHECK_BUDGET:-15}
+if [ -n "${GPU_CHECK_LIMIT:-}" ]; then  # a dry run: few images, two epochs, a CPU-sized budget
+  args+=(--limit "$GPU_CHECK_LIMIT"); EPOCHS=2; BUDGET=${GPU_CHECK_BUDGET:-120}
 fi
 "$PYTHON" benchmarks/gpu_speed.py --platform "$PLATFORM" --models mlp,cnn,vgg --batches 128,512 \
   --trainers "$TRAINERS" --chunk-steps "$CHUNKS" --epochs "$EPOCHS" --out "$OUT" "${args[@]}"

@@ -8,6 +8,8 @@ GPU_WHEELS=${GPU_WHEELS:-gpu_wheels}
 GPU_SITE=${GPU_SITE:-/tmp/fmnist-site}
 export FMNIST_DATA_DIR=${FMNIST_DATA_DIR:-$GPU_WHEELS/data}
 export KERAS_BACKEND=jax
+# JAX takes 75% of the GPU's memory at start by default; half leaves PyTorch, in the same process, room enough.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}
 ls "$GPU_WHEELS"/*.whl >/dev/null || { echo "no wheels in $GPU_WHEELS: run benchmarks/gpu_wheels.sh where pip works" >&2; exit 2; }
 rm -rf "$GPU_SITE"
 # --no-deps: the machine's own JAX, numpy, torch… stay as they are; only what it lacks comes from the wheels.

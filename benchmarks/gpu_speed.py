@@ -112,9 +112,13 @@ def main(argv=None):
             if "fmnist" in figures:
                 ratios = {t: round(s / figures["fmnist"], 3) for t, s in figures.items() if t.startswith("torch")}
                 emit(args.out, {**common, "what": "fmnist_speedup", "model": name, "batch": batch, "over": ratios})
+    failed = 0
     for recipe in filter(None, args.recipes.split(",")):
         for budget in map(float, filter(None, args.budgets.split(","))):
-            emit(args.out, {**common, **time_to_accuracy(recipe, budget, args)})
+            record = time_to_accuracy(recipe, budget, args)
+            failed += "error" in record
+            emit(args.out, {**common, **record})
+    return 1 if failed else 0
 
 
 # --------------------------------------------------------------------------- fmnist
@@ -209,10 +213,10 @@ def torch_epochs(name, x, y, batch, args, mode, dev) -> tuple[list[float], dict]
     cuda = dev.type == "cuda"
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7, **({"fused": True} if cuda else {"foreach": True}),
                            **({"capturable": True} if mode == "graphed" else {}))  # fmt: skip
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "mixed")
+    mixed = args.precision == "mixed"
 
     def loss_of(xb, yb):
-        with autocast:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=mixed):
             return F.cross_entropy(net(xb).float(), yb)
 
     if mode == "compiled":
@@ -289,8 +293,12 @@ def time_to_accuracy(recipe: str, budget: float, args) -> dict:
         command += ["--limit", str(args.limit)] if args.limit else []
         log(" ".join(command[1:]))
         start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=sys.stderr)
+        done = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - start
+        sys.stderr.write(done.stderr)
+        if done.returncode != 0:  # fmnist's one-line error (or a traceback's last line), recorded, not a figure
+            why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return {"what": "time_to_accuracy", "recipe": recipe, "time_budget_s": budget, "error": why}
         metrics = json.loads((out / "metrics.json").read_text())
         config = json.loads((out / "config.json").read_text())
     accuracy = metrics["accuracy"]
@@ -340,4 +348,4 @@ def log(message: str) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("KERAS_BACKEND", "jax")
-    main()
+    sys.exit(main())

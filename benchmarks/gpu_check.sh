@@ -15,7 +15,7 @@ OUT=${GPU_CHECK_OUT:-gpu_check.jsonl}
 TRAINERS=${GPU_CHECK_TRAINERS:-fmnist,torch-compiled,torch-eager}  # add torch-graphed for the hand-captured step
 CHUNKS=${GPU_CHECK_CHUNKS:-64,256}  # fmnist's chunk sizes tried beside its default
 BUDGET=${GPU_CHECK_BUDGET:-60}
-EPOCHS=5
+EPOCHS=4  # the first compiles; the median of the other three is the steady epoch
 args=()
 if [ -n "${GPU_CHECK_LIMIT:-}" ]; then  # a dry run: few images, two epochs, a CPU-sized budget
   args+=(--limit "$GPU_CHECK_LIMIT"); EPOCHS=2; BUDGET=${GPU_CHECK_BUDGET:-120}

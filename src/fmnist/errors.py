@@ -41,3 +41,7 @@ class Interrupted(FmnistError):
 
     The message says how to continue; the CLI exits 130 (SIGINT) or 143 (SIGTERM).
     """
+
+
+class DeviceError(FmnistError):
+    """The device kind asked for (``--platform gpu``) is not there, or a precision is unknown."""

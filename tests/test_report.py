@@ -110,11 +110,11 @@ def test_report_files_and_metrics(reported_run):
 
 
 def test_evaluate_is_the_full_json_dict_from_one_pass(seed_run, dataset, monkeypatch):
-    from fmnist import engine
+    from fmnist import engine, inference
 
     calls = []
-    real = engine.predict_views  # under predict_proba: one pass, every view inside it
-    monkeypatch.setattr(engine, "predict_views", lambda *a: calls.append(1) or real(*a))
+    real = inference.predict_views  # under predict_proba: one pass, every view inside it
+    monkeypatch.setattr(inference, "predict_views", lambda *a: calls.append(1) or real(*a))
     model = runs.load_model(seed_run)
     _, (x_test, y_test) = dataset
     m = engine.evaluate(model, x_test, y_test)

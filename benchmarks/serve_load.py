@@ -3,15 +3,17 @@
 Starts `fmnist serve RUN --port 0` as its own process (with and without request batching,
 or as --batching says), waits until it is ready, then for each workload sends a fixed number
 of requests from N concurrent keep-alive clients and stops:
-  v2 infer   POST /v2/models/fmnist/infer, one 28×28 UINT8 test image per request;
+  v2 infer   POST /v2/models/fmnist/infer, one 28×28 UINT8 test image per request, as JSON and
+             as the binary tensor extension (a JSON header, then the 784 bytes; tritonclient's default);
   gRPC infer KServe V2 ModelInfer on --grpc-port, the same image as raw_input_contents, N channels;
   photo      POST /api/classify, one 168×168 PNG "photo" of a test image per request.
-Prints requests/s, p50 / p99 latency, 5xx and other non-200 answers, and the server's
+Prints requests/s, p50 / p99 latency, 5xx and other non-200 answers, the server process's CPU
+time per request (what the server costs, apart from the clients sharing the machine), and its
 resident memory (RSS) before and after each workload. The clients are a few lines of raw
 HTTP/1.1 on asyncio streams, so they take as little of the shared CPU as possible.
 Results: BENCHMARKS.md. The issue's target (2-core machine, seed model, one view): at least
 300 single-image infer requests/s with p99 <= 50 ms at 8 clients, 0 errors, memory flat; gRPC at
-least the REST figure (the ratio is printed).
+least the REST figure (the ratios to REST JSON and REST binary are printed).
 
     python benchmarks/serve_load.py [--run runs/default] [--clients 8] [--requests 10000] [--photos 1000]
 """
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +42,12 @@ from PIL import Image
 READY_SECONDS = 180  # the server loads and compiles the model before it answers
 REQUEST_SECONDS = 30  # one request taking longer than this is counted as failed
 PHOTO_SCALE = 6  # a 28×28 test image enlarged to 168×168, dark on white, like a product shot
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used, in seconds (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -93,8 +102,8 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-def http_post(path: str, host: str, body: bytes, content_type: str) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+def http_post(path: str, host: str, body: bytes, content_type: str, headers: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{headers}"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
 
 
@@ -151,18 +160,23 @@ def summary(latencies: list[float], statuses: list[int], seconds: float) -> dict
 
 def workloads(host: str, images: np.ndarray, n_infer: int, n_photos: int) -> dict[str, list[bytes]]:
     """The requests of each workload, made before the clock starts."""
-    infer = []
+    infer, binary = [], []
+    head = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8",
+                                   "parameters": {"binary_data_size": 784}}]}).encode()  # fmt: skip
+    split = f"Inference-Header-Content-Length: {len(head)}\r\n"  # where the JSON header ends
     for i in range(n_infer):
         pixels = images[i % len(images)].ravel().tolist()
         body = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "UINT8", "data": pixels}]})
         infer.append(http_post("/v2/models/fmnist/infer", host, body.encode(), "application/json"))
+        raw = head + images[i % len(images)].tobytes()
+        binary.append(http_post("/v2/models/fmnist/infer", host, raw, "application/octet-stream", split))
     encoded = []
     for image in images[:50]:
         buf = io.BytesIO()
         Image.fromarray(255 - image).resize((28 * PHOTO_SCALE,) * 2, Image.Resampling.BICUBIC).save(buf, "PNG")
         encoded.append(buf.getvalue())
     photos = [http_post("/api/classify", host, encoded[i % len(encoded)], "image/png") for i in range(n_photos)]
-    return {"v2 infer (1 image)": infer, "photo upload": photos}  # fmt: skip
+    return {"v2 infer (1 image)": infer, "v2 infer (1 image, binary)": binary, "photo upload": photos}  # fmt: skip
 
 
 def seed_model(folder: Path) -> str:
@@ -190,7 +204,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or seed_model(Path(tmp))
         print(f"{os.cpu_count()} CPUs; serving {args.run or 'an untrained seed model'}; {args.clients} clients")
-        head = ("batching", "workload", "requests", "req/s", "p50 ms", "p99 ms", "5xx", "other non-200", "RSS MB")
+        head = ("batching", "workload", "requests", "req/s", "p50 ms", "p99 ms", "5xx", "other non-200",
+                "server CPU ms/req", "RSS MB")  # fmt: skip
         print("\n| " + " | ".join(head) + " before → after |")
         print("|---" * len(head) + "|")
         for batching in {"both": (True, False), "on": (True,), "off": (False,)}[args.batching]:
@@ -200,16 +215,21 @@ def main() -> None:
                 asyncio.run(load(url, workloads(host, x_test, 200, 20)["v2 infer (1 image)"], args.clients))  # warm-up
                 asyncio.run(grpc_load(target, x_test[0], 200, args.clients))
                 figures = {}
-                for name, bodies in workloads(host, x_test, args.requests, args.photos).items():
-                    before = rss_mb(proc.pid)
-                    figures[name] = r = asyncio.run(load(url, bodies, args.clients))
+                sends = {name: partial(load, url, bodies, args.clients)
+                         for name, bodies in workloads(host, x_test, args.requests, args.photos).items()}  # fmt: skip
+                sends["gRPC infer (1 image)"] = partial(grpc_load, target, x_test[0], args.requests, args.clients)
+                for name in ("v2 infer (1 image)", "v2 infer (1 image, binary)", "gRPC infer (1 image)",
+                             "photo upload"):  # fmt: skip
+                    before, cpu = rss_mb(proc.pid), cpu_seconds(proc.pid)
+                    figures[name] = r = asyncio.run(sends[name]())
+                    r["server_cpu_ms"] = (cpu_seconds(proc.pid) - cpu) * 1000 / r["requests"]
                     row(batching, name, r, before, rss_mb(proc.pid))
-                    if name.startswith("v2 infer"):
-                        before = rss_mb(proc.pid)
-                        figures["grpc"] = r = asyncio.run(grpc_load(target, x_test[0], args.requests, args.clients))
-                        row(batching, "gRPC infer (1 image)", r, before, rss_mb(proc.pid))
-                ratio = figures["grpc"]["per_second"] / figures["v2 infer (1 image)"]["per_second"]
-                print(f"gRPC / REST single-image requests/s (batching {'on' if batching else 'off'}): {ratio:.2f}")
+                grpc = figures["gRPC infer (1 image)"]
+                for rest in ("v2 infer (1 image)", "v2 infer (1 image, binary)"):
+                    kind, on = "binary" if "binary" in rest else "JSON", "on" if batching else "off"
+                    speed = grpc["per_second"] / figures[rest]["per_second"]
+                    cost = grpc["server_cpu_ms"] / figures[rest]["server_cpu_ms"]
+                    print(f"gRPC / REST {kind} (batching {on}): requests/s {speed:.2f}, server CPU/request {cost:.2f}")
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
@@ -218,7 +238,7 @@ def main() -> None:
 def row(batching: bool, name: str, r: dict, before: float, after: float) -> None:
     print(f"| {'on' if batching else 'off'} | {name} | {r['requests']:,} | {r['per_second']:.0f} | "
           f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors_5xx']} | {r['other_non_200']} | "
-          f"{before:.0f} → {after:.0f} |", flush=True)  # fmt: skip
+          f"{r['server_cpu_ms']:.2f} | {before:.0f} → {after:.0f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

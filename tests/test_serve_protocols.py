@@ -265,6 +265,46 @@ def test_a_swap_under_load_loses_no_request(seed_run, tmp_path, images):
         assert loaded.status_code == 200 and loaded.json()["model_version"] == "3"
 
 
+def test_a_run_that_cannot_load_is_refused_and_the_old_model_keeps_serving(seed_run, tmp_path, images):
+    """A damaged model.keras renamed into place: the repository load answers 400 with the reason,
+    --watch tries it and keeps the old model, infer answers with version 1; a good run after it is swapped in."""
+    run = tmp_path / "seed"
+    shutil.copytree(seed_run, run)
+    reasons = []  # what the server reports after each load: None when it worked
+    app = create_app(run, ServeConfig(max_batch=8, watch=True), on_loaded=reasons.append)
+    tensor = {"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8", "data": images[0].ravel().tolist()}
+    body = {"inputs": [tensor]}
+    with running_server(app) as base:
+        before = httpx.post(base + "v2/models/fmnist/infer", json=body).json()
+        damaged = tmp_path / "model.keras.new"
+        damaged.write_bytes((run / runs.MODEL_FILE).read_bytes()[:2000])  # a truncated zip
+        os.replace(damaged, run / runs.MODEL_FILE)
+
+        loaded = httpx.post(base + "v2/repository/models/fmnist/load", timeout=60)
+        assert loaded.status_code == 400, loaded.text
+        assert "could not be loaded" in loaded.json()["error"] and runs.MODEL_FILE in loaded.json()["error"]
+        deadline = time.monotonic() + 30
+        while not any(reasons):  # the watcher saw the new file, tried it, and said why it kept the old model
+            assert time.monotonic() < deadline, "--watch did not try the new run"
+            time.sleep(0.1)
+        assert runs.MODEL_FILE in next(r for r in reasons if r)
+        after = httpx.post(base + "v2/models/fmnist/infer", json=body)
+        assert after.status_code == 200 and after.json()["model_version"] == "1"
+        assert after.json()["outputs"] == before["outputs"]
+        assert httpx.get(base + "v2/models/fmnist").json()["versions"] == ["1"]
+        assert httpx.get(base + "v2/health/ready").status_code == 200
+
+        stage = _new_model(seed_run, tmp_path / ".seed.new")  # then a good run: the watcher still swaps it in
+        os.replace(run, tmp_path / ".seed.damaged")
+        os.replace(stage, run)
+        deadline = time.monotonic() + 60
+        while httpx.get(base + "v2/models/fmnist").json()["versions"] != ["2"]:
+            assert time.monotonic() < deadline, "the good run after a damaged one was not swapped in"
+            time.sleep(0.1)
+        top = np.array(httpx.post(base + "v2/models/fmnist/infer", json=body).json()["outputs"][0]["data"]).argmax()
+        assert top == 8
+
+
 def test_sigterm_answers_what_is_in_flight_and_exits_0(seed_run, images):
     """`fmnist serve` gets SIGTERM with a request half-sent and others running: all answered, exit 0."""
     command = [sys.executable, "-m", "fmnist.cli", "serve", str(seed_run), "--port", "0", "--max-batch", "4"]

@@ -50,10 +50,13 @@ def to_pixels(data, shape: list[int] | None, datatype: str, max_batch: int) -> n
     """A V2 tensor (nested or flat ``data``, its ``shape`` and ``datatype``) -> float32 (n, 28, 28), 0–255."""
     if datatype not in V2_DATATYPES:
         raise RequestError(f"datatype {datatype!r} is not supported: send UINT8 (0–255) or FP32 (0–1).")
-    try:
-        a = np.asarray(data, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise RequestError(f"the tensor data is not a regular array of numbers ({e}).") from e
+    if isinstance(data, np.ndarray) and data.dtype == np.uint8 and datatype == "UINT8":
+        a = data  # binary UINT8: every value is a whole level 0–255 already, nothing to check or convert
+    else:
+        try:
+            a = np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise RequestError(f"the tensor data is not a regular array of numbers ({e}).") from e
     if shape is None:
         shape = list(a.shape)
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
@@ -65,6 +68,8 @@ def to_pixels(data, shape: list[int] | None, datatype: str, max_batch: int) -> n
     check_batch_size(shape[0], max_batch, "images")
     if a.size != math.prod(shape):
         raise RequestError(f"the data holds {a.size} numbers but shape {shape} needs {math.prod(shape)}.")
+    if a.dtype == np.uint8:
+        return a.reshape(shape[0], *IMAGE_SHAPE).astype(np.float32)
     return _levels(a.reshape(shape[0], *IMAGE_SHAPE), V2_DATATYPES[datatype], datatype, whole=datatype == "UINT8")
 
 

@@ -68,6 +68,9 @@ def test_data_prints_source_verification_and_counts(dataset):
         assert [str(c), name, "6000", "1000"] in rows
     assert ["", "total", "60,000", "10,000"] in rows
     assert "28×28 uint8" in out
+    from fmnist import accelerator
+
+    assert f"device: {accelerator.describe('cpu')}" in out.splitlines()  # this CPU-only machine's, named
 
 
 def test_data_missing_files_is_one_line_error(tmp_path):

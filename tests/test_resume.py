@@ -217,9 +217,27 @@ def test_a_second_writer_is_refused_at_once(tmp_path):
 
 
 # --------------------------------------------------------------------------- config.json schema
+def test_a_run_resumes_on_another_platform_to_the_same_result(interrupted, dataset):
+    """The checkpoint is device-independent: a run started with --platform gpu continues with --platform cpu
+    (here both on this CPU; the chunking comes from the checkpoint's plan), and config.json keeps what was asked
+    beside where it ran."""
+    stage_config = runs.partial_dir(interrupted) / runs.CONFIG_FILE
+    runs.write_json(stage_config, json.loads(stage_config.read_text()) | {"platform": "gpu"})
+    result = CliRunner().invoke(cli.app, ["train", "--resume", str(interrupted), "--platform", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "device: cpu: " in result.output
+    saved = json.loads((interrupted / runs.CONFIG_FILE).read_text())
+    assert saved["platform"] == "gpu" and saved["device"]["platform"] == "cpu"
+    reference = train(TINY, None, dataset=dataset)
+    history = json.loads((interrupted / runs.HISTORY_FILE).read_text())
+    assert {k: v for k, v in history.items() if k != "seconds"} == {
+        k: v for k, v in reference.history.items() if k != "seconds"
+    }
+
+
 def test_config_json_is_versioned_and_nothing_is_dropped_silently():
     record = TrainConfig().to_json()
-    assert record["schema"] == 3 and config_from_json(record) == TrainConfig()
+    assert record["schema"] == 4 and config_from_json(record) == TrainConfig()
     with pytest.raises(RunError, match=r"unknown TrainConfig fields \['epoch'\]"):
         config_from_json(record | {"epoch": 3})
     with pytest.raises(RunError, match=r"lacks the config fields \['seed'\]"):
@@ -236,6 +254,11 @@ def test_config_json_is_versioned_and_nothing_is_dropped_silently():
     assert config_from_json(v2) == TrainConfig(steps=900)  # a plan made before probes were the run's first steps
     with pytest.raises(RunError, match=r"lacks the config fields \['probe_steps'\]"):
         config_from_json(v2 | {"schema": 3})
+    # schema 3 lacks platform and precision: the best device there is, the kind's default precision
+    v3 = {k: v for k, v in record.items() if k not in ("platform", "precision")} | {"schema": 3, "epochs": 2}
+    assert config_from_json(v3) == TrainConfig(epochs=2) and config_from_json(v3).platform is None
+    with pytest.raises(RunError, match=r"lacks the config fields \['platform', 'precision'\]"):
+        config_from_json(v3 | {"schema": 4})
     with pytest.raises(RunError, match=r"lacks the config fields \['seed'\]"):
         config_from_json({k: v for k, v in v1.items() if k != "seed"})
     # a model field added later (standardize) is missing from older files: off, as they were trained

@@ -14,7 +14,7 @@ Names that need Keras/JAX (or matplotlib) are imported on first use, so ``import
 from importlib import import_module
 
 from fmnist.data import CLASS_NAMES, load_data
-from fmnist.errors import DatasetError, DistributionError, FmnistError, ImageError, ModelError, RunError
+from fmnist.errors import DatasetError, DeviceError, DistributionError, FmnistError, ImageError, ModelError, RunError
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ def __dir__():
 __all__ = [
     "CLASS_NAMES",
     "DatasetError",
+    "DeviceError",
     "DistributionError",
     "FmnistError",
     "ImageError",

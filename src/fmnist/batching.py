@@ -12,16 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmnist import accelerator
 from fmnist._backend import keras
 
-# Steps per compiled program, chosen by benchmarks/engine_schedule.py on the 2-core CPU machine
-# (batch 32; figures in BENCHMARKS.md). Dense models: a long rolled loop of steps runs faster than
-# one jitted call per step and still compiles quickly. Convolutional models: with XLA's own
-# convolution a conv step ran several times slower inside any rolled loop than as one call per step;
-# with fmnist.kernels' patch products it runs as fast or faster inside one, and 16 steps keep
-# progress callbacks frequent (a chunk takes a second or two).
-DENSE_CHUNK_STEPS = 256
-CONV_CHUNK_STEPS = 16
+# Steps per compiled program: per device kind, in fmnist.accelerator.CHOICES (the CPU's chosen by
+# benchmarks/engine_schedule.py on the 2-core machine: figures there and in BENCHMARKS.md). The CPU's, by
+# their earlier names:
+DENSE_CHUNK_STEPS = accelerator.CHOICES["cpu"].dense_chunk_steps
+CONV_CHUNK_STEPS = accelerator.CHOICES["cpu"].conv_chunk_steps
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -29,10 +27,11 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def default_chunk_steps(model: keras.Model) -> int:
-    """Dense models run 256-step compiled loops, models with convolutions 16-step loops."""
+def default_chunk_steps(model: keras.Model, kind: str | None = None) -> int:
+    """The steps per compiled program on device ``kind`` (default: the one this process trains on), from
+    fmnist.accelerator's table: on the CPU, 256 for dense models and 16 for models with convolutions."""
     has_conv = any(isinstance(layer, keras.layers.Conv2D | keras.layers.Conv1D) for layer in _all_layers(model))
-    return CONV_CHUNK_STEPS if has_conv else DENSE_CHUNK_STEPS
+    return accelerator.choices(kind or accelerator.current_kind()).chunk_steps(has_conv)
 
 
 def _all_layers(model: keras.Model):

@@ -16,21 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fmnist import runs
+from fmnist import accelerator, runs
 from fmnist.data import NUM_CLASSES
 from fmnist.errors import FmnistError, ModelError, RunError
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "linear")
 WHITEN_MAX_FILTERS = 2 * 9  # whiten: each direction of a 3x3, 1-channel patch and its negative
 SCHEDULES = ("constant", "one-cycle")
-# config.json's layout. 1: a "schema" key, and every TrainConfig field present; 2 and 3: the same,
-# with the fields of FIELDS_SINCE[2], then [3]. Older files are migrated: fields added after their schema take
+# config.json's layout. 1: a "schema" key, and every TrainConfig field present; 2 to 4: the same,
+# with the fields of FIELDS_SINCE[2], then [3], [4]. Older files are migrated: fields added after their schema take
 # their defaults, which is how those runs were trained (each field was added with a neutral
 # default); files without the key (schema 0, written before it existed) may lack any field. The
 # model spec's fields (pool_first, conv_strides, standardize...) likewise: one missing from an older
 # file takes its default, the neutral one it was added with (an unknown one is an error).
-CONFIG_SCHEMA = 3
-FIELDS_SINCE = {2: ("augment_erase",), 3: ("probe_steps",)}
+CONFIG_SCHEMA = 4
+FIELDS_SINCE = {2: ("augment_erase",), 3: ("probe_steps",), 4: ("platform", "precision")}
 # What config.json records about a run beside its TrainConfig (written by train.save_run).
 RUN_RECORD_KEYS = frozenset(
     {"schema", "created", "train_seconds", "phase_seconds", "epochs_run", "steps_run", "params",
@@ -210,6 +210,18 @@ class TrainConfig:
         "Split each batch over N devices of this process (data-parallel, same result; a CPU simulates "
         "N devices). Several processes: KERAS_DISTRIBUTION_* variables, docs/scaling.md.",
     )
+    # the device kind: applied by `fmnist train` before JAX starts (accelerator.select); not part of what a
+    # run computes, so a run resumes on either kind (config.json's "device" records where it ran)
+    platform: Literal["cpu", "gpu"] | None = setting(
+        None, "Device kind to train on: cpu or gpu.", shown="the best there is: a GPU where JAX sees one"
+    )
+    # Keras dtype policy while the model is built (accelerator.precision_scope); variables stay float32
+    precision: Literal["float32", "bf16", "mixed"] | None = setting(
+        None,
+        "float32, or bf16 = mixed: bfloat16 maths with float32 weights (Keras' mixed_bfloat16; the output layer "
+        "stays float32). Pure bfloat16 weights are not offered: small updates round away.",
+        shown="the device kind's: float32",
+    )
     train_limit: int | None = setting(None, "Train on the first N images only (quick trials, smoke tests).")
     data_dir: str | None = setting(None, "Where the dataset is (None: the usual search, see fmnist.data).")
     recipe: str | None = setting(None, "The named recipe this config started from (fmnist.recipes), if any.")
@@ -246,6 +258,12 @@ class TrainConfig:
                 f"devices must be at least 1 and divide the batch size (got {self.devices} for a batch of "
                 f"{self.batch_size}): each device takes an equal share of every batch."
             )
+        if self.platform is not None and self.platform not in accelerator.KINDS:
+            raise FmnistError(
+                f"unknown platform {self.platform!r}: use {' or '.join(accelerator.KINDS)} (None: the best)."
+            )
+        if self.precision is not None:
+            accelerator.dtype_policy(self.precision)  # a DeviceError naming the precisions
         if self.time_budget is not None and self.time_budget <= 0:
             raise FmnistError(f"the time budget must be positive, got {self.time_budget} s.")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmnist import augment, data, engine, fit_inputs, models
+from fmnist import accelerator, augment, data, engine, fit_inputs, models
 from fmnist._backend import keras
 from fmnist.config import TrainConfig
 from fmnist.errors import FmnistError
@@ -48,14 +48,20 @@ def build(config: TrainConfig, total_steps: int | None, x_train: np.ndarray | No
     ``x_train``: the images it will train on, for a standardizing model's statistics.
     """
     keras.utils.set_random_seed(config.seed)
-    model = models.build_model(config.model, x_train=x_train)
-    loss = (
-        keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-        if config.label_smoothing
-        else "sparse_categorical_crossentropy"
-    )
-    model.compile(optimizer=make_optimizer(config, total_steps), loss=loss, metrics=["accuracy"])
+    with accelerator.precision_scope(train_precision(config)):  # layers keep the policy; nothing leaks past the build
+        model = models.build_model(config.model, x_train=x_train)
+        loss = (
+            keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+            if config.label_smoothing
+            else "sparse_categorical_crossentropy"
+        )
+        model.compile(optimizer=make_optimizer(config, total_steps), loss=loss, metrics=["accuracy"])
     return model
+
+
+def train_precision(config: TrainConfig) -> str:
+    """The precision ``config`` trains in: its own, else the default of the device kind this process trains on."""
+    return config.precision or accelerator.choices(accelerator.current_kind()).precision
 
 
 def fit_images(config: TrainConfig, x_train: np.ndarray) -> np.ndarray:

@@ -25,6 +25,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from fmnist import accelerator
+
 MAX_PATCH = 9  # kernels up to 3x3 are unrolled into patches; larger ones keep XLA's convolution
 
 
@@ -145,11 +147,12 @@ _LOCK = threading.RLock()
 def cpu_kernels():
     """While tracing inside this block, Keras' conv and max_pool (JAX backend) use the forms above.
 
-    A no-op off the CPU, where XLA's own kernels (cuDNN, ...) are the fast ones. The switch
-    is process-wide for the duration of the block, so it holds a lock: two threads tracing
-    at once take turns.
+    Only where the device kind this process trains on says so (fmnist.accelerator.CHOICES: the CPU's
+    row, also under ``--platform cpu`` on a GPU machine); elsewhere XLA's own kernels (cuDNN, ...) are
+    the fast ones. The switch is process-wide for the duration of the block, so it holds a lock: two
+    threads tracing at once take turns.
     """
-    if jax.default_backend() != "cpu":
+    if not accelerator.choices(accelerator.current_kind()).cpu_kernels:
         yield
         return
     from keras.src.backend.jax import nn as keras_jax_nn

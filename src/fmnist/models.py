@@ -102,7 +102,9 @@ def build_model(
         layers.append(keras.layers.Dense(width, activation=spec.activation, name=f"hidden{i}"))
         if spec.dropout:
             layers.append(keras.layers.Dropout(spec.dropout))
-    layers.append(keras.layers.Dense(spec.output_units, activation="softmax", name="probabilities"))
+    layers.append(
+        keras.layers.Dense(spec.output_units, activation="softmax", name="probabilities", dtype=_output_dtype())
+    )
     model = keras.Sequential(layers, name=name)
     if spec.whiten:
         _whiten(model, x_train)
@@ -113,7 +115,14 @@ def _ensemble(spec: ModelSpec, name: str, x_train: np.ndarray | None) -> keras.M
     single = dataclasses.replace(spec, members=1)
     pixels = keras.Input(IMAGE_SHAPE, name="pixels")
     members = [build_model(single, f"member{i}", x_train) for i in range(spec.members)]  # successive weight draws
-    return keras.Model(pixels, keras.layers.Average(name="probabilities")([m(pixels) for m in members]), name=name)
+    average = keras.layers.Average(name="probabilities", dtype=_output_dtype())
+    return keras.Model(pixels, average([m(pixels) for m in members]), name=name)
+
+
+def _output_dtype() -> str | None:
+    """The output layer's dtype: float32 under a mixed policy (fmnist.accelerator.precision_scope), so
+    probabilities, the loss and the metrics stay float32; else the policy's own (None)."""
+    return "float32" if keras.config.dtype_policy().name.startswith("mixed") else None
 
 
 def ensemble_members(model: keras.Model) -> list[keras.Model] | None:

@@ -32,6 +32,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from fmnist import accelerator
 from fmnist._backend import keras
 from fmnist.errors import DistributionError, ModelError
 
@@ -87,11 +88,13 @@ def _join() -> None:
 
 
 def data_parallel(devices: int = 1):
-    """A ``keras.distribution.DataParallel`` over the first ``devices`` devices of every process.
+    """A ``keras.distribution.DataParallel`` over the first ``devices`` devices of every process, of the kind
+    this process trains on (fmnist.accelerator.select: ``--platform cpu`` on a GPU machine counts CPU devices).
 
     None for one device in one process: fmnist's single-device programs are the fastest there.
     """
-    local = jax.local_devices()
+    kind = accelerator.current_kind()
+    local = jax.local_devices(backend=kind)
     if devices > len(local):
         hint = (
             f"set {ENV_CPU_DEVICES}={devices} (or call fmnist.parallel.setup first)"
@@ -103,7 +106,7 @@ def data_parallel(devices: int = 1):
         )
     if devices == 1 and jax.process_count() == 1:
         return None
-    chosen = [d for p in range(jax.process_count()) for d in jax.local_devices(process_index=p)[:devices]]
+    chosen = [d for p in range(jax.process_count()) for d in jax.local_devices(process_index=p, backend=kind)[:devices]]
     return keras.distribution.DataParallel(devices=[f"{d.platform}:{d.id}" for d in chosen])
 
 

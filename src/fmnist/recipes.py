@@ -9,6 +9,9 @@ Every figure in ``Recipe.measured`` comes from ``benchmarks/time_to_accuracy.py`
 seeds 0 and 1) and the wall clock of the whole ``fmnist train`` command, start to final metrics. The
 choices inside a recipe were made on a validation split (the last 6,000 training images); the test set
 only scores them.
+A recipe is the same on every device kind (``--platform``): a time budget plans its steps from a probe on
+the device it runs on. None was chosen on a GPU yet: one would be, on validation, from
+benchmarks/gpu_check.sh and gpu_accuracy.sh output (docs/gpu.md), with its figures measured there.
 For ``mlp`` (BENCHMARKS.md, third round): standardizing each pixel with the training images' mean
 and std raised validation accuracy from 0.888 to 0.895 (4 seeds, benchmarks/recipe_choices.py
 --recipe mlp), where batch size, AdamW, dropout, EMA and SGD had moved it by 0.15 points at most;

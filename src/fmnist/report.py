@@ -95,6 +95,14 @@ NEVER_PREDICTED_NOTE = {
 }
 
 
+def _device(record) -> str | None:
+    """The run's device line: 'trained on gpu: NVIDIA H200, float32' (config.json's "device" record; older
+    runs recorded JAX's device kind alone, shown as it is, or nothing)."""
+    if isinstance(record, dict):
+        return f"trained on {record.get('device', record.get('platform'))}, {record.get('precision', 'float32')}"
+    return record
+
+
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "–"
@@ -196,7 +204,7 @@ def render_html(name: str, config: dict, history: dict, metrics: dict, figures: 
         ("training time", f"{summary['train_seconds']:.1f} s" if summary["train_seconds"] is not None else "–"),
     ]
     subtitle = [summary["model"], f"{summary['params']:,} parameters" if summary["params"] else None,
-                summary["created"], config.get("device")]  # fmt: skip
+                summary["created"], _device(config.get("device"))]  # fmt: skip
     versions = config.get("versions") or {}
     return pages.render(
         "run_report.html",

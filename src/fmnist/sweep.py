@@ -72,6 +72,7 @@ NOT_SWEPT = {  # fields a grid may not vary, and what to do instead
     "recipe": "give --recipe once: it fixes the starting point of every trial",
     "time_budget": "a trial's length would depend on the machine's speed; sweep epochs or steps",
     "devices": "each trial trains on one device; --workers or --executor ray spread the trials",
+    "platform": "a sweep's trials train on the best device there is",
 }
 # Per trial, the numbers the table and sweep.json report (see _record).
 NUMBERS = ("val_accuracy", "val_loss", "accuracy", "loss", "train_loss", "epochs_run", "train_seconds", "params")

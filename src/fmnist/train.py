@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist import data, engine, fit_state, parallel, plots, runs
+from fmnist import accelerator, data, engine, fit_state, parallel, plots, runs
 from fmnist._backend import keras
 from fmnist.batching import ceil_div
 from fmnist.budget import (
@@ -52,7 +52,7 @@ from fmnist.config import (
     load_config,
 )
 from fmnist.errors import CheckpointError, FmnistError, Interrupted, RunError
-from fmnist.fitting import build, fit, fit_images, make_optimizer
+from fmnist.fitting import build, fit, fit_images, make_optimizer, train_precision
 
 # The train job's parts live in their own modules (config, callbacks, fitting, budget); their
 # names stay importable from here.
@@ -306,7 +306,8 @@ def save_run(
             "params": int(model.count_params()),
             "model_description": config.model.describe(),  # for `fmnist runs`, which must not import Keras
             "versions": {"keras": keras.__version__, "jax": jax.__version__, "numpy": np.__version__},
-            "device": str(jax.devices()[0].device_kind),
+            # where it trained (the config says what was asked: platform None is the best there is)
+            "device": accelerator.record(train_precision(config)),
             "processes": jax.process_count(),  # each training ``devices`` devices (data-parallel when > 1 in all)
             **({"plan": plan} if plan else {}),
         },

@@ -34,6 +34,9 @@ def data_cmd(data_dir: DataDir = None) -> None:
     table.add_row("", "total", f"{len(y_train):,}", f"{len(y_test):,}", style="bold")
     out.print(table)
     out.print(f"images: {x_train.shape[1]}×{x_train.shape[2]} uint8, pixel values {x_train.min()}–{x_train.max()}")
+    from fmnist import accelerator  # starts JAX: after the dataset's lines
+
+    out.print(f"device: {accelerator.describe(accelerator.select(None))}")
 
 
 @app.command()

@@ -189,6 +189,8 @@ def sweep(
     if seeds < 1:
         raise FmnistError(f"--seeds must be at least 1, got {seeds}.")
     base = sw.sweep_base(_fixed_flags(ctx.args), grid)
+    if base.platform is not None:
+        raise FmnistError("--platform is fmnist train's: a sweep's trials train on the best device there is.")
     for p in sw.points(grid):  # a value the config rejects is an error now, not a failed trial later
         p.config(base, 0)
     workers = sw.DEFAULT_WORKERS if workers is None else workers

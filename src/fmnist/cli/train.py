@@ -99,6 +99,7 @@ HELP_ORDER = (
     "epochs", "batch_size", "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "schedule",
     "label_smoothing", "augment_shift", "augment_flip", "augment_erase", "ema", "eval_views", "time_budget", "steps",
     "validation_split", "stop_at_loss", "stop_at_accuracy", "early_stopping", "seed", "train_limit", "devices",
+    "platform", "precision",
 )  # fmt: skip
 
 
@@ -124,6 +125,13 @@ def _flag_type(hint) -> tuple[Any, Callable[[Any], Any]]:
     return hint, lambda value: value
 
 
+def _choices(hint) -> tuple[str, ...]:
+    """A Literal field's values (of ``Literal[...] | None`` too), else ()."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
+
+
 def _setting_flag(f: dataclasses.Field, hint, in_model: bool) -> SettingFlag:
     param = PARAM_NAMES.get(f.name, f.name)
     flag_type, parse = PARSERS.get(f.name) or _flag_type(hint)
@@ -131,7 +139,9 @@ def _setting_flag(f: dataclasses.Field, hint, in_model: bool) -> SettingFlag:
     decls = (f"{name}/--no-{name[2:]}",) if flag_type is bool else (name,) if f.name in FLAG_NAMES else ()
     shown = shown_default(f)
     help_text = f.metadata["help"] + (f" [default: {shown}]" if shown else "")
-    option = typer.Option(*decls, help=help_text, **OPTION_ARGS.get(f.name, {}))
+    choices = _choices(hint)  # shown as the flag's metavar; the dataclass checks the value and names them
+    option_args = {"metavar": "[" + "|".join(choices) + "]"} if choices else {}
+    option = typer.Option(*decls, help=help_text, **option_args, **OPTION_ARGS.get(f.name, {}))
     parameter = inspect.Parameter(
         param, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[flag_type | None, option]
     )
@@ -204,16 +214,17 @@ def train(
 ) -> None:
     """Train a model (default: the tutorial's), evaluate it on the test set, and save the run with its report.
 
-    A training checkpoints at epoch ends (at most every 2 s): after a crash or kill, `fmnist train --resume RUN` continues it to the same result. Ctrl-C (or SIGTERM) stops within one compiled chunk and saves a checkpoint there.
+    A training checkpoints at epoch ends (at most every 2 s): after a crash or kill, `fmnist train --resume RUN` continues it to the same result, on either platform (`--platform` may go beside `--resume`). Ctrl-C (or SIGTERM) stops within one compiled chunk and saves a checkpoint there.
     """  # noqa: E501 (one paragraph: Typer keeps line breaks)
     started = time.perf_counter()
-    from fmnist import parallel, report
+    from fmnist import accelerator, parallel, report
     from fmnist import train as train_mod
     from fmnist.errors import RunError
 
     flags = {"recipe": recipe} | {f.param: settings[f.param] for f in SETTING_FLAGS}  # in the help's order
+    platform = flags["platform"]  # a resumed run: where it continues (None: the best there is), not its config's
     if resume is not None:
-        given = [k for k, v in flags.items() if v is not None]
+        given = [k for k, v in flags.items() if v is not None and k != "platform"]
         if given or restart or (out_dir is not None and out_dir != resume):
             raise FmnistError(
                 f"--resume continues {resume} with the settings it was started with: give it no other training "
@@ -230,8 +241,9 @@ def train(
         config, out_dir = train_mod.resume_config(resume), resume
     else:
         config = train_config(flags | {"data_dir": data_dir})
-        out_dir = out_dir or Path("runs/default")
+        out_dir, platform = out_dir or Path("runs/default"), config.platform
     parallel.setup(config.devices)  # before any JAX computation: devices, and joining a multi-process job
+    kind = accelerator.select(platform)  # before any JAX computation too; --devices counts devices of this kind
     dataset = _load(data_dir or (Path(config.data_dir) if config.data_dir else None))
     _use_compilation_cache()
     length = (
@@ -246,6 +258,9 @@ def train(
     doing = f"resuming {out_dir}: " if resume is not None else "training "
     out.print(
         f"{doing}{named}{config.model.describe()} for {length}, batch {config.batch_size}, seed {config.seed}{where}"
+    )
+    out.print(
+        f"device: {accelerator.describe(kind)}, precision {config.precision or accelerator.choices(kind).precision}"
     )
     # Epochs that this fit does not train itself: a resumed run's, or a time budget's probe that spanned whole epochs.
     earlier = "before the interruption" if resume is not None else "the time budget's probe, timed to plan the steps"

@@ -3,7 +3,7 @@
 XLA:CPU already spreads one training over the cores, so two processes could just fight
 over them. This runs the same trials three ways and prints the wall-clock of each:
   1 worker,  XLA's own threading (uses both cores inside one training);
-  2 workers, XLA single-threaded each (trials.SINGLE_THREAD_XLA: one core per training);
+  2 workers, XLA single-threaded each (trial_workers.SINGLE_THREAD_XLA: one core per training);
   2 workers, XLA's own threading each (oversubscribed: 4 threads on 2 cores).
 One warm-up pass first fills the persistent compilation cache, so every timed pass
 measures training and evaluation, not compiling. Passes alternate between the three ways.

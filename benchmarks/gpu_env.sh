@@ -1,5 +1,6 @@
-# Sourced by gpu_check.sh and gpu_accuracy.sh: make fmnist importable on a GPU machine without Keras or network.
-#   GPU_WHEELS   the carried wheels (benchmarks/gpu_wheels.sh made them; default gpu_wheels)
+# Sourced by gpu_check.sh and gpu_accuracy.sh (from the source tree's root): make fmnist importable on a GPU
+# machine without Keras or network. fmnist comes from this tree's src/, so the GPU runs the code checked out here.
+#   GPU_WHEELS   the carried wheels of what the machine lacks (benchmarks/gpu_wheels.sh made them; default gpu_wheels)
 #   GPU_SITE     where they are installed (default /tmp/fmnist-site; a fresh folder each run)
 #   PYTHON       the interpreter that has JAX with CUDA and PyTorch (default python3)
 #   FMNIST_DATA_DIR  the four dataset files (default GPU_WHEELS/data)
@@ -14,7 +15,7 @@ ls "$GPU_WHEELS"/*.whl >/dev/null || { echo "no wheels in $GPU_WHEELS: run bench
 rm -rf "$GPU_SITE"
 # --no-deps: the machine's own JAX, numpy, torch… stay as they are; only what it lacks comes from the wheels.
 "$PYTHON" -m pip install --quiet --no-index --no-deps --target "$GPU_SITE" "$GPU_WHEELS"/*.whl
-export PYTHONPATH="$GPU_SITE${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/src:$GPU_SITE${PYTHONPATH:+:$PYTHONPATH}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 "$PYTHON" -c "import fmnist, jax, keras, torch; print('fmnist from', fmnist.__file__); \
 print('jax', jax.__version__, jax.devices(), '| keras', keras.__version__, '| torch', torch.__version__, \

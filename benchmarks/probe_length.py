@@ -1,6 +1,6 @@
 """How long must a time budget's probe be? The best recipe's pace, traced, and probes of each length scored.
 
-A time budget becomes steps once, from the pace of the run's first steps (fmnist.train.run_probe,
+A time budget becomes steps once, from the pace of the run's first steps (fmnist.budget.run_probe,
 plan_steps). This trains the best recipe's first ``--seconds`` of steps (the probe's own code,
 schedule held at its starting rate: a step costs the same at any rate) and records the clock after
 every compiled chunk. Then every chunk boundary is taken as a probe's start: a probe of W seconds

@@ -87,6 +87,30 @@ def test_cpu_and_the_best_there_is_select_the_cpu_here():
     assert accelerator.select(None) == "cpu"
 
 
+@pytest.fixture
+def gpu_seen(monkeypatch):
+    """JAX as on a GPU machine after ``select('cpu')`` in the same process: the CPU is the default device."""
+    import jax
+
+    saved = jax.config.jax_default_device
+    monkeypatch.setattr(accelerator, "available_kinds", lambda: ["cpu", "gpu"])
+    jax.config.update("jax_default_device", jax.devices("cpu")[0])
+    yield jax
+    jax.config.update("jax_default_device", saved)
+
+
+def test_the_best_there_is_after_choosing_the_cpu_clears_the_cpu_choice(gpu_seen):
+    accelerator.select(None)
+    assert gpu_seen.config.jax_default_device is None
+
+
+def test_a_gpu_asked_after_choosing_the_cpu_is_never_the_cpu(gpu_seen):
+    # here the default backend is the CPU, so clearing the CPU choice still finds no GPU: the error, not "cpu"
+    with pytest.raises(DeviceError, match="--platform gpu"):
+        accelerator.select("gpu")
+    assert gpu_seen.config.jax_default_device is None
+
+
 def test_an_unknown_platform_lists_the_kinds():
     with pytest.raises(DeviceError, match="use one of cpu, gpu"):
         accelerator.select("tpu")
@@ -124,13 +148,11 @@ def test_precisions_map_to_keras_policies():
     assert accelerator.PRECISIONS == {"float32": "float32", "bf16": "mixed_bfloat16", "mixed": "mixed_bfloat16"}
     for precision, policy in accelerator.PRECISIONS.items():
         assert accelerator.dtype_policy(precision) == policy
-        assert accelerator.dtype_policy(accelerator.precision_of(policy)) == policy
-    assert (accelerator.precision_of("float32"), accelerator.precision_of("mixed_bfloat16")) == ("float32", "mixed")
     with pytest.raises(DeviceError, match="use one of float32, bf16, mixed"):
         accelerator.dtype_policy("fp8")
-    for foreign in ("mixed_float16", "bfloat16"):
+    for foreign in ("mixed_float16", "bfloat16"):  # Keras' names are not --precision values
         with pytest.raises(DeviceError):
-            accelerator.precision_of(foreign)
+            accelerator.dtype_policy(foreign)
 
 
 def test_a_model_built_in_a_precision_scope_keeps_it_and_nothing_leaks():
@@ -141,7 +163,7 @@ def test_a_model_built_in_a_precision_scope_keeps_it_and_nothing_leaks():
     assert keras.config.dtype_policy().name == before == "float32"
     dense = model.get_layer("hidden0")
     assert (dense.compute_dtype, dense.variable_dtype) == ("bfloat16", "float32")
-    assert accelerator.precision_of(model.dtype_policy.name) == "mixed"
+    assert model.dtype_policy.name == "mixed_bfloat16"
     assert models.build_model(models.ModelSpec()).get_layer("hidden0").compute_dtype == "float32"
 
 

@@ -64,7 +64,9 @@ def test_request_corpus(name, entry, server):
     import httpx
 
     body = (CORPUS / "files" / name).read_bytes()
-    response = httpx.post(server + entry.lstrip("/"), content=body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}  # and the entry's own, as the bytes a client sends (Latin-1)
+    headers |= {k: v.encode("latin-1") for k, v in MANIFEST[name].get("headers", {}).items()}
+    response = httpx.post(server + entry.lstrip("/"), content=body, headers=headers)
     assert_one_line_refusal(response, (400,))
 
 
@@ -240,7 +242,8 @@ def test_corpus_covers_the_issue_and_counts(capsys):
                    "zero-bytes.png", "text-as.png", "truncated.jpg", "truncated.png", "truncated.webp",
                    "decompression-bomb.png", "animated.gif", "cmyk.jpg", "gray16.png", "palette.png", "la.png",
                    "one-pixel.png", "blank.png", "exif-rotated.jpg", "truncated.keras", "wrong-input-shape.keras",
-                   "five-outputs.keras", "black-28x28.png", "nested-arrays-1000.json"):  # fmt: skip
+                   "five-outputs.keras", "black-28x28.png", "nested-arrays-1000.json", "huge-integer.json",
+                   "binary-header-superscript.bin", "binary-header-5000-digits.bin"):  # fmt: skip
         assert wanted in names
     cases = (
         len(corpus("image")) * len(IMAGE_ENTRY_POINTS)
@@ -249,7 +252,7 @@ def test_corpus_covers_the_issue_and_counts(capsys):
     )
     cases += len(corpus("request")) * len(REQUEST_ENTRY_POINTS)
     assert len(names) == len(list((CORPUS / "files").iterdir()))
-    assert cases == 173, cases  # 17 images x 5 + 10 dataset files x 5 + 5 models x 6 + 4 bodies x 2
+    assert cases == 179, cases  # 17 images x 5 + 10 dataset files x 5 + 5 models x 6 + 7 bodies x 2
 
 
 # --------------------------------------------------------------------------- any image at all

@@ -349,3 +349,17 @@ def test_every_fit_state_reads_back_as_the_position_it_was_taken_at(tiny_data):
         (0, 1, 4, 0), (0, 2, 8, 0), (0, 3, 10, 0), (1, 0, 10, 10)
     ]  # fmt: skip
     assert [s.running[2] for s in states] == [40.0, 80.0, 100.0, 0.0] * 2  # images seen in the epoch so far
+
+
+def test_the_program_cache_tells_a_cpu_device_from_a_gpu_device_of_the_same_id():
+    """CPU device 0 and GPU device 0 share the id 0: a program compiled for one must not be taken for the other."""
+    from types import SimpleNamespace
+
+    from fmnist import programs
+
+    def on(platform):
+        device = SimpleNamespace(platform=platform, id=0)
+        return SimpleNamespace(sharding=SimpleNamespace(device_set=[device]))
+
+    assert programs._placement([on("cpu")]) != programs._placement([on("gpu")])
+    assert programs._placement([on("cpu")]) == programs._placement([on("cpu")])

@@ -183,6 +183,41 @@ def test_a_layer_it_cannot_write_is_one_line_and_nothing_written(tmp_path, capsy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.keras"]
 
 
+def _small_model():
+    from fmnist._backend import keras
+
+    return keras.Sequential([keras.Input((28, 28)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                             keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+
+
+def test_a_bf16_model_is_refused_in_one_line_and_nothing_written(tmp_path):
+    """A run trained with --precision bf16 computes in bfloat16; an exported graph computes in float32, so its
+    probabilities would not be the run's: refused, saying why."""
+    from fmnist.accelerator import precision_scope
+    from fmnist.errors import ModelError
+    from fmnist.export import to_onnx
+
+    with precision_scope("bf16"):
+        model = _small_model()
+    with pytest.raises(ModelError, match="compute in float32; this model computes in bfloat16") as info:
+        to_onnx(model, tmp_path / "x.onnx")
+    assert "\n" not in str(info.value) and "--precision bf16" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_file_is_readable_by_all_and_the_page_says_the_graphs_accuracy(tmp_path):
+    """to_onnx writes 0644 like the web folder; the page's accuracy is the graph's metadata's: none for
+    views that are not the run's."""
+    from fmnist.export import onnx_model, page_html, to_onnx
+
+    model = _small_model()
+    assert (to_onnx(model, tmp_path / "m.onnx").stat().st_mode & 0o777) == 0o644
+    facts = {"name": "r", "views": ("identity", "flip", "left"), "accuracy": 0.9, "accuracy_single_view": 0.8}
+    for views, shown in [(("identity",), "80.00%"), (("identity", "flip", "left"), "90.00%"),
+                         (("identity", "flip"), "not measured")]:  # fmt: skip
+        assert shown in page_html(facts, onnx_model(model, views, facts)), views
+
+
 def test_missing_extra_names_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
     code, _, err = run_cli(["export", str(tmp_path), "--out", str(tmp_path / "m.onnx")], capsys)

@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import run_cli
 from fmnist.data import CLASS_NAMES
@@ -106,6 +107,12 @@ def test_photo_and_drawing_classified_in_chromium(site, seed_run, dataset, tmp_p
             page.mouse.up()  # a stroke ends: the drawing is classified
             result.filter(has_text="sure").wait_for(timeout=RESULT_SECONDS * 1000)
             drawn = result.inner_text()
+
+            black = tmp_path / "black.png"  # 28×28 and dark, as Fashion-MNIST's images are, but blank
+            Image.fromarray(np.zeros((28, 28), np.uint8)).save(black)
+            page.get_by_label("Choose a photo").set_input_files(str(black))
+            result.filter(has_text="blank").wait_for(timeout=RESULT_SECONDS * 1000)
+            refused_black = result.inner_text()
         finally:
             browser.close()
     assert uploaded.startswith(expected + ","), (uploaded, expected)
@@ -115,6 +122,9 @@ def test_photo_and_drawing_classified_in_chromium(site, seed_run, dataset, tmp_p
     with pytest.raises(ImageError) as info:
         to_fashion_mnist(load_image(blank))
     assert refused == f"Not classified: {info.value}", refused
+    with pytest.raises(ImageError) as info:
+        to_fashion_mnist(load_image(black))
+    assert refused_black == f"Not classified: {info.value}", refused_black
     assert any(drawn.startswith(name + ",") for name in CLASS_NAMES), drawn
     assert requests and all(u.startswith(site + "/") or u.startswith(("data:", "blob:")) for u in requests), requests
 

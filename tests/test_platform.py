@@ -21,8 +21,15 @@ from test_cli_data import assert_one_line_error, fmnist
 
 # --------------------------------------------------------------------------- the settings
 def test_platform_and_precision_are_settings_with_flags_and_checked():
-    config = cli._fixed_flags(["--platform", "cpu", "--precision", "bf16"])
+    import typer
+
+    from fmnist.cli.train import train_config
+
+    train_command = typer.main.get_command(cli.app).get_command(None, "train")
+    params = train_command.make_context("fmnist train", ["--platform", "cpu", "--precision", "bf16"]).params
+    config = train_config(params)  # as `fmnist train` maps its flags
     assert (config.platform, config.precision) == ("cpu", "bf16")
+    assert cli._fixed_flags(["--precision", "bf16"]).precision == "bf16"  # a sweep's trials take it too
     assert (TrainConfig().platform, TrainConfig().precision) == (None, None)  # the best there is, its default
     with pytest.raises(FmnistError, match="use cpu or gpu"):
         TrainConfig(platform="tpu")
@@ -36,7 +43,9 @@ def test_a_sweep_refuses_a_platform():
 
         sweep.parse_grid(["platform=cpu,gpu"])
     result = CliRunner().invoke(cli.app, ["sweep", "--set", "hidden=8,16", "--platform", "cpu"])
-    assert isinstance(result.exception, FmnistError) and "--platform is fmnist train's" in str(result.exception)
+    assert isinstance(
+        result.exception, FmnistError
+    ) and "does not take --platform (a sweep's trials train on the best device there is)" in str(result.exception)
 
 
 # --------------------------------------------------------------------------- what the engine reads per kind

@@ -76,6 +76,22 @@ def test_a_checkpoint_of_another_fit_is_refused(tiny_data, tmp_path):
         engine.fit(_model(), x, y, epochs=2, batch_size=32, seed=0, resume_from=states[-1])
 
 
+def test_a_checkpoint_of_another_precision_is_refused_and_one_that_predates_the_record_resumes(tiny_data):
+    import dataclasses
+
+    from fmnist import accelerator
+
+    x, y = tiny_data
+    states = []
+    engine.fit(_model(), x, y, epochs=1, batch_size=16, seed=0, checkpoint=states.append)
+    with accelerator.precision_scope("mixed"):
+        mixed = _model()
+    with pytest.raises(engine.ModelError, match="dtype_policy float32 then, mixed_bfloat16 now"):
+        engine.fit(mixed, x, y, epochs=2, batch_size=16, seed=0, resume_from=states[-1])
+    older = dataclasses.replace(states[-1], plan={k: v for k, v in states[-1].plan.items() if k != "dtype_policy"})
+    engine.fit(_model(), x, y, epochs=2, batch_size=16, seed=0, resume_from=older)
+
+
 def test_checkpoint_files_round_trip_and_damage_is_a_checkpoint_error(tmp_path):
     tree = {"a": [np.arange(3, dtype=np.float32), {"b": 2**100, "c": None}], "d": float("inf")}
     path = runs.save_checkpoint(tmp_path / "c.npz", tree)

@@ -33,6 +33,7 @@ FUZZ_EXAMPLES = 12  # schemathesis cases per operation
 LOAD_CLIENTS, LOAD_SECONDS = 4, 4.0  # the swap's concurrent load: threads, and the most it lasts
 AUTH = {"Authorization": f"Bearer {SERVE_KEY}"}
 GRPC_AUTH = {"authorization": f"Bearer {SERVE_KEY}"}  # gRPC metadata keys are lower case
+SIGTERM_GRPC_CALLS, SIGTERM_GRPC_IMAGES = 16, 64  # gRPC work in flight when SIGTERM comes (1,024 images queued)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,9 @@ def test_openapi_describes_every_route_and_its_errors(server):
     for path in ("/v2", "/v2/models/{name}", "/v2/models/{name}/infer", "/v1/models/{name}:predict", "/api/classify",
                  "/v2/repository/models/{name}/load", "/metrics"):  # fmt: skip
         assert path in paths, path
+    for path, operations in paths.items():  # the body limit answers 413 on every route, a GET with a body too
+        for method, operation in operations.items():
+            assert "413" in operation["responses"], (method, path)
     infer = paths["/v2/models/{name}/infer"]["post"]
     assert set(infer["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
     assert {"400", "401", "404", "413", "415", "503"} <= set(infer["responses"]) and "422" not in infer["responses"]
@@ -124,6 +128,7 @@ def test_docs_are_open_offline_and_can_be_turned_off(server, seed_run):
 
     with TestClient(create_app(seed_run, ServeConfig(docs=False))) as client:
         assert client.get("/docs").status_code == 404 and client.get("/openapi.json").status_code == 404
+        assert client.get("/favicon.ico").headers["content-type"] == "image/svg+xml"  # the page still has its icon
 
 
 def test_refusals_found_by_trying_the_server(server):
@@ -192,6 +197,24 @@ def test_tritonclient_grpc(server, images, expected):
         with pytest.raises(InferenceServerException) as refused:
             call()
         assert refused.value.status() == code and words in refused.value.message(), refused.value
+
+
+def test_grpc_takes_exactly_one_raw_tensor_per_input(server, images):
+    grpc = pytest.importorskip("grpc")
+    from fmnist.serve.v2_grpc import grpc_predict_v2_pb2 as pb
+    from fmnist.serve.v2_grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    _, port = server
+    tensor = pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="UINT8", shape=[1, 28, 28])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        one = pb.ModelInferRequest(model_name="fmnist", inputs=[tensor], raw_input_contents=[images[0].tobytes()])
+        assert stub.ModelInfer(one, metadata=tuple(GRPC_AUTH.items())).raw_output_contents
+        two = pb.ModelInferRequest(model_name="fmnist", inputs=[tensor],
+                                   raw_input_contents=[images[0].tobytes(), images[1].tobytes()])  # fmt: skip
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(two, metadata=tuple(GRPC_AUTH.items()))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "exactly one" in refused.value.details()
 
 
 def _tensor(grpcclient, x: np.ndarray):
@@ -306,8 +329,14 @@ def test_a_run_that_cannot_load_is_refused_and_the_old_model_keeps_serving(seed_
 
 
 def test_sigterm_answers_what_is_in_flight_and_exits_0(seed_run, images):
-    """`fmnist serve` gets SIGTERM with a request half-sent and others running: all answered, exit 0."""
-    command = [sys.executable, "-m", "fmnist.cli", "serve", str(seed_run), "--port", "0", "--max-batch", "4"]
+    """`fmnist serve` gets SIGTERM with a request half-sent, others running, and gRPC calls in flight:
+    all answered, exit 0."""
+    grpc = pytest.importorskip("grpc")
+    from fmnist.serve.v2_grpc import grpc_predict_v2_pb2 as pb
+    from fmnist.serve.v2_grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    command = [sys.executable, "-m", "fmnist.cli", "serve", str(seed_run), "--port", "0", "--max-batch",
+               str(SIGTERM_GRPC_IMAGES), "--grpc-port", "0"]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = None
@@ -315,9 +344,15 @@ def test_sigterm_answers_what_is_in_flight_and_exits_0(seed_run, images):
         for line in proc.stdout:
             url = url or (re.search(r"http://127\.0\.0\.1:\d+/", line) or [None])[0]
             if line.startswith("model ready"):
+                grpc_port = int(re.search(r"gRPC: [\d.]+:(\d+)", line)[1])
                 break
             assert time.monotonic() < deadline
         host, port = url[7:-1].split(":")
+        many = np.resize(images, (SIGTERM_GRPC_IMAGES, 28, 28))
+        tensor = pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="UINT8", shape=list(many.shape))
+        call = pb.ModelInferRequest(model_name="fmnist", inputs=[tensor], raw_input_contents=[many.tobytes()])
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
         body = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8",
                                        "data": images[0].ravel().tolist()}]}).encode()  # fmt: skip
         half = socket.create_connection((host, int(port)), timeout=30)
@@ -325,6 +360,7 @@ def test_sigterm_answers_what_is_in_flight_and_exits_0(seed_run, images):
                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100])  # fmt: skip
         with ThreadPoolExecutor(8) as pool:
             busy = [pool.submit(httpx.post, url + "v2/models/fmnist/infer", content=body, timeout=30) for _ in range(8)]
+            calls = [stub.ModelInfer.future(call, timeout=60) for _ in range(SIGTERM_GRPC_CALLS)]
             time.sleep(0.3)
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.5)
@@ -335,8 +371,16 @@ def test_sigterm_answers_what_is_in_flight_and_exits_0(seed_run, images):
                 if b"model_version" in reply:
                     break
             statuses = [f.result().status_code for f in busy]
+        answered = []
+        for f in calls:
+            try:
+                answered.append(len(f.result().raw_output_contents[0]) // 40)  # 10 float32 per image
+            except grpc.RpcError as e:
+                answered.append(f"{e.code()}: {e.details()}")
+        channel.close()
         assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
         assert statuses == [200] * 8
+        assert answered == [SIGTERM_GRPC_IMAGES] * SIGTERM_GRPC_CALLS, answered
         assert proc.wait(timeout=30) == 0
         with pytest.raises(httpx.TransportError):
             httpx.get(url + "v2/health/live", timeout=5)

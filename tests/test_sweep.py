@@ -166,7 +166,7 @@ def test_the_summary_compares_with_the_runner_up_only_when_there_is_a_spread(see
         stat = Stat(accuracy, 0.01 if len(seeds) > 1 else 0.0, len(seeds))
         return SimpleNamespace(point=SimpleNamespace(name=name), ok=True, stats={sw.CHOOSE_BY: stat, "accuracy": stat})
 
-    monkeypatch.setattr(sw, "held_out", lambda result: "the held-out images")
+    monkeypatch.setattr(sw, "chosen_on", lambda result: "the held-out images")
     points = [point("lr=0.001", 0.85), point("lr=0.01", 0.80)]
     text = sw.summary(SimpleNamespace(best=points[0], points=points, seeds=seeds))
     assert text.startswith("Best point: lr=0.001")

@@ -91,6 +91,23 @@ def test_the_ray_executor_without_ray_names_the_extra(monkeypatch):
         tr.run_trials([tr.Trial(TrainConfig())], executor="dask")
 
 
+@pytest.mark.parametrize(("workers", "preallocate"), [(1, None), (2, "false")])
+def test_workers_sharing_the_machine_take_gpu_memory_as_they_use_it(monkeypatch, tiny_dataset, workers, preallocate):
+    """Two workers each taking JAX's usual 75% of a GPU's memory at their start would not both fit."""
+    from fmnist import engine, trial_workers
+
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    monkeypatch.setattr(trial_workers, "_worker_dataset", None)  # restored after: this process is no worker
+    monkeypatch.setattr(engine, "enable_compilation_cache", lambda directory: None)
+    pool = trial_workers.make_executor("local", workers, "", tiny_dataset, None)
+    pool.shutdown()
+    trial_workers._init_worker(*pool._initargs)  # what each spawned worker runs first, run here
+    assert os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE") == preallocate
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")  # the caller's own setting is kept
+    trial_workers._init_worker(*pool._initargs)
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+
+
 # --------------------------------------------------------------------------- killed and resumed
 def _measured(results: dict) -> dict:
     return {

@@ -8,7 +8,8 @@ JAX chooses its platforms once, when it first initialises its backends (``jax_pl
 ``JAX_PLATFORMS`` variable). ``select`` sets that before then where it can: ``--platform cpu`` then
 never starts the CUDA plugin, so no GPU memory is taken. Where JAX has already started (a
 notebook, a test), the CPU is chosen per device instead: ``jax_default_device`` becomes the first
-CPU device, and the GPU stays idle. ``--devices N`` stays the count of devices of the kind chosen.
+CPU device, and the GPU stays idle until a later ``select`` of the GPU (or of the best there is)
+clears it. ``--devices N`` stays the count of devices of the kind chosen.
 
 What fmnist does differently per kind is one table (``CHOICES``) of pure data: tests read the GPU
 row on a CPU-only machine, and the engine looks its row up by ``current_kind()``.
@@ -55,8 +56,9 @@ CHOICES = {
     # seed-model step 1.7x faster than one call per step; conv models run 16-step loops of kernels.py's patch
     # products, which stay fast inside a loop where XLA:CPU's own convolution ran ~6x slower.
     "cpu": DeviceChoices(dense_chunk_steps=256, conv_chunk_steps=16, cpu_kernels=True, precision="float32"),
-    # A GPU: XLA's own convolution and pooling (cuDNN). The chunk sizes are those the H200 run used
-    # (../BENCHMARKS.md has none yet): benchmarks/gpu_speed.py --chunk-steps measures the alternatives.
+    # A GPU: XLA's own convolution and pooling (cuDNN). The chunk sizes are those the H200 run used until
+    # benchmarks/gpu_check.sh measures the GPU row (docs/gpu.md): benchmarks/gpu_speed.py --chunk-steps measures
+    # the alternatives.
     "gpu": DeviceChoices(dense_chunk_steps=256, conv_chunk_steps=16, cpu_kernels=False, precision="float32"),
 }
 
@@ -93,6 +95,10 @@ def select(platform: str | None = None) -> str:
         raise DeviceError(f"--platform cpu: JAX is limited to {limited!r} (JAX_PLATFORMS): add cpu to it, or unset it.")
     if platform == "cpu" and current_kind() != "cpu":
         jax.config.update("jax_default_device", jax.devices("cpu")[0])
+    if platform != "cpu" and "gpu" in kinds and current_kind() == "cpu":
+        jax.config.update("jax_default_device", None)  # an earlier select("cpu") in this process is undone
+    if platform == "gpu" and current_kind() != "gpu":
+        raise DeviceError(no_gpu_message(limited))
     return current_kind()
 
 
@@ -180,7 +186,6 @@ def cpu_cores() -> int:
 # --------------------------------------------------------------------------- precision
 # --precision -> Keras policy; bf16 is mixed (see the module docstring: bfloat16 weights do not train).
 PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16", "mixed": "mixed_bfloat16"}
-_PRECISION_OF = {"float32": "float32", "mixed_bfloat16": "mixed"}  # a policy's name as --precision says it
 
 
 def dtype_policy(precision: str) -> str:
@@ -188,13 +193,6 @@ def dtype_policy(precision: str) -> str:
     if precision not in PRECISIONS:
         raise DeviceError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
     return PRECISIONS[precision]
-
-
-def precision_of(policy_name: str) -> str:
-    """The ``--precision`` value of a Keras dtype policy name (a built model's ``dtype_policy.name``)."""
-    if policy_name in _PRECISION_OF:
-        return _PRECISION_OF[policy_name]
-    raise DeviceError(f"dtype policy {policy_name!r} is none of fmnist's precisions ({', '.join(PRECISIONS)}).")
 
 
 @contextlib.contextmanager

@@ -27,6 +27,11 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """The optimizer steps of one epoch: one per batch, the last of them perhaps partial."""
+    return ceil_div(n_images, batch_size)
+
+
 def default_chunk_steps(model: keras.Model, kind: str | None = None) -> int:
     """The steps per compiled program on device ``kind`` (default: the one this process trains on), from
     fmnist.accelerator's table: on the CPU, 256 for dense models and 16 for models with convolutions."""
@@ -59,7 +64,7 @@ def chunking(model, n_images: int, batch_size: int, chunk_steps: int | None = No
     ``chunk_steps`` None (or 0) takes ``default_chunk_steps(model)``; a chunk is never longer
     than the epoch.
     """
-    steps = ceil_div(n_images, batch_size)
+    steps = steps_per_epoch(n_images, batch_size)
     return Chunking(steps_per_epoch=steps, chunk_steps=min(chunk_steps or default_chunk_steps(model), steps))
 
 

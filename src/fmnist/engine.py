@@ -113,7 +113,7 @@ class _Fit:
     held_out: tuple | None  # (x, y, sample_weights) to validate on
     validation_freq: int | Sequence[int]
     placement: parallel.Placement | None  # data-parallel placement, or None on one device
-    chunk: Callable  # the jitted chunk program; ``program`` is it compiled, at the first epoch
+    chunk_fn: Callable  # the jitted chunk program; ``program`` is it compiled, at the first epoch
     key: jax.Array  # augmentation draws: fold_in(key, step number)
     augment_seed: int
     rng: np.random.Generator  # the batch order
@@ -207,11 +207,12 @@ def _setup(model, x, y, *, batch_size, epochs, verbose, callbacks, validation_sp
     chunks = batching.chunking(model, len(x), batch_size, chunk_steps)
     placement = parallel.placement(distribution, batch_size)
     step = _make_train_step(model, loss_fn, augment)
-    chunk = _make_chunk(step, chunks.chunk_steps, placement.replicated if placement else None)
+    chunk_fn = _make_chunk(step, chunks.chunk_steps, placement.replicated if placement else None)
     rng = np.random.default_rng(parallel.shared_seed(seed))
     augment_seed = int(rng.integers(2**31)) if resume_from is None else resume_from.augment_seed
     key = jax.random.PRNGKey(augment_seed)
     plan = {"n": len(x), "batch_size": batch_size, "chunk_steps": chunks.chunk_steps, "shuffle": bool(shuffle)}
+    plan["dtype_policy"] = model.dtype_policy.name  # a precision's weights continue in that precision only
     if placement is None:
         x, y = jax.device_put(x), jax.device_put(y)  # resident for the whole fit
     else:
@@ -227,7 +228,7 @@ def _setup(model, x, y, *, batch_size, epochs, verbose, callbacks, validation_sp
     model.stop_training = False
     run = _Fit(
         model, epochs, max_steps, chunks, batch_size, bool(shuffle), x, y, sample_weights, held_out, validation_freq,
-        placement, chunk, key, augment_seed, rng, callback_list, history, stateful, plan, checkpoint,
+        placement, chunk_fn, key, augment_seed, rng, callback_list, history, stateful, plan, checkpoint,
     )  # fmt: skip
     return run, Position(initial_epoch, rng.bit_generator.state)
 
@@ -245,7 +246,7 @@ def _epoch(run: _Fit, position: Position) -> Position:
     epoch_steps = run.chunks.steps_per_epoch
     if run.max_steps is not None:
         epoch_steps = min(epoch_steps, run.max_steps - position.epoch_start_steps)
-    run.program = run.program or _compiled(run.chunk, state, *_chunk_args(run, batches, 0, chunk_steps, 0), run.key)
+    run.program = run.program or _compiled(run.chunk_fn, state, *_chunk_args(run, batches, 0, chunk_steps, 0), run.key)
     if position.running[2]:  # resumed inside the epoch
         run.logs = _running(*position.running)
     for c in range(position.chunk, ceil_div(epoch_steps, chunk_steps)):

@@ -77,7 +77,7 @@ class Experiment:
 
 
 @dataclass(frozen=True)
-class Budget:
+class TrialSize:
     """The training every experiment starts from, shrunk for quick trials by ``scale`` and ``limit``."""
 
     scale: float  # every epoch count is multiplied by it (at least 1 epoch)
@@ -101,8 +101,8 @@ def build_experiments(epochs_scale: float = 1.0, limit: int | None = None) -> di
     """Every experiment, in report order. ``epochs_scale``/``limit`` shrink them for quick trials."""
     if not epochs_scale > 0:
         raise FmnistError(f"epochs scale must be positive, got {epochs_scale}.")
-    budget = Budget(epochs_scale, limit)
-    return {name: define(budget) for name, define in DEFINITIONS.items()}
+    size = TrialSize(epochs_scale, limit)
+    return {name: define(size) for name, define in DEFINITIONS.items()}
 
 
 def resolve_names(name: str) -> list[str]:
@@ -130,7 +130,7 @@ def _nearest(names: Sequence[str], wanted: str) -> str:
 
 
 # --------------------------------------------------------------------------- hidden-units
-def hidden_units(budget: Budget) -> Experiment:
+def hidden_units(size: TrialSize) -> Experiment:
     return Experiment(
         name="hidden-units",
         title="How many hidden units?",
@@ -139,7 +139,7 @@ def hidden_units(budget: Budget) -> Experiment:
         "case they have a good impact -- we do get more accurate. That doesn't mean it's always a case of "
         "'more is better', you can hit the law of diminishing returns very quickly!",
         variants=tuple(
-            Variant(f"{w} units", replace(budget.base, model=ModelSpec(hidden=(w,)))) for w in (32, 64, 128, 512, 1024)
+            Variant(f"{w} units", replace(size.base, model=ModelSpec(hidden=(w,)))) for w in (32, 64, 128, 512, 1024)
         ),
         columns=(
             Column("params", "params", 0),
@@ -178,14 +178,14 @@ def _conclude_hidden_units(records: dict[str, list[dict]]) -> Conclusion:
 
 
 # --------------------------------------------------------------------------- depth
-def depth(budget: Budget) -> Experiment:
+def depth(size: TrialSize) -> Experiment:
     return Experiment(
         name="depth",
         title="Another hidden layer?",
         question="One hidden layer of 512 against 512 → 256 (the tutorial's extra layer) and 512 → 256 → 128.",
         claim="There isn't a significant impact -- because this is relatively simple data.",
         variants=tuple(
-            Variant(name, replace(budget.base, model=ModelSpec(hidden=h)))
+            Variant(name, replace(size.base, model=ModelSpec(hidden=h)))
             for name, h in (
                 ("1 layer: 512", (512,)),
                 ("2 layers: 512 → 256", (512, 256)),
@@ -230,7 +230,7 @@ def _epoch_name(n: int, actual: int) -> str:
     return f"{n} epochs" if n == actual else f"{n} epochs (scaled to {actual})"
 
 
-def epochs(budget: Budget) -> Experiment:
+def epochs(size: TrialSize) -> Experiment:
     return Experiment(
         name="epochs",
         title="5, 15 or 30 epochs?",
@@ -240,7 +240,7 @@ def epochs(budget: Budget) -> Experiment:
         "Try 30 epochs -- you might see the loss value stops decreasing, and sometimes increases. This is a "
         "side effect of something called 'overfitting'.",
         variants=tuple(
-            Variant(_epoch_name(n, budget.epochs(n)), replace(budget.long, epochs=budget.epochs(n)))
+            Variant(_epoch_name(n, size.epochs(n)), replace(size.long, epochs=size.epochs(n)))
             for n in (TUTORIAL_EPOCHS, MID_EPOCHS, LONG_EPOCHS)
         ),
         columns=(
@@ -281,7 +281,7 @@ def _conclude_epochs(records: dict[str, list[dict]]) -> Conclusion:
 
 
 # --------------------------------------------------------------------------- normalization
-def normalization(budget: Budget) -> Experiment:
+def normalization(size: TrialSize) -> Experiment:
     return Experiment(
         name="normalization",
         title="Normalise the pixels?",
@@ -289,8 +289,8 @@ def normalization(budget: Budget) -> Experiment:
         claim="Before you trained, you normalized the data, going from values that were 0-255 to values that "
         "were 0-1. What would be the impact of removing that? [...] Why do you think you get different results?",
         variants=(
-            Variant("÷255 (tutorial)", budget.base),
-            Variant("raw 0–255", replace(budget.base, model=ModelSpec(normalize=False))),
+            Variant("÷255 (tutorial)", size.base),
+            Variant("raw 0–255", replace(size.base, model=ModelSpec(normalize=False))),
         ),
         columns=(
             Column("test accuracy", "accuracy"),
@@ -319,8 +319,8 @@ def _conclude_normalization(records: dict[str, list[dict]]) -> Conclusion:
 
 
 # --------------------------------------------------------------------------- early-stop
-def early_stop(budget: Budget) -> Experiment:
-    long, e30 = budget.long, budget.long.epochs
+def early_stop(size: TrialSize) -> Experiment:
+    long, e30 = size.long, size.long.epochs
     return Experiment(
         name="early-stop",
         title="Stop when good enough?",
@@ -374,7 +374,7 @@ def _conclude_early_stop(records: dict[str, list[dict]]) -> Conclusion:
 
 
 # --------------------------------------------------------------------------- mistakes
-def mistakes(budget: Budget) -> Experiment:
+def mistakes(size: TrialSize) -> Experiment:
     return Experiment(
         name="mistakes",
         title="The tutorial's two mistakes",
@@ -383,8 +383,8 @@ def mistakes(budget: Budget) -> Experiment:
         "the data. [...] What would happen if you had a different amount than 10? For example, try training "
         "the network with 5. You get an error as soon as it finds an unexpected value.",
         variants=(
-            Variant("no Flatten", replace(budget.base, model=ModelSpec(flatten=False)), check_only=True),
-            Variant("5 output units", replace(budget.base, model=ModelSpec(output_units=5)), check_only=True),
+            Variant("no Flatten", replace(size.base, model=ModelSpec(flatten=False)), check_only=True),
+            Variant("5 output units", replace(size.base, model=ModelSpec(output_units=5)), check_only=True),
         ),
         columns=(),
         conclude=_conclude_mistakes,
@@ -406,7 +406,7 @@ def _conclude_mistakes(records: dict[str, list[dict]]) -> Conclusion:
 
 
 # --------------------------------------------------------------------------- the catalogue, in report order
-DEFINITIONS: dict[str, Callable[[Budget], Experiment]] = {
+DEFINITIONS: dict[str, Callable[[TrialSize], Experiment]] = {
     "hidden-units": hidden_units,
     "depth": depth,
     "epochs": epochs,

@@ -118,7 +118,9 @@ def to_onnx(model_or_run, path=None, views=("identity",)) -> Path:
     if views is True:
         views = facts["views"]
     proto = onnx_model(model, views, facts)
-    return runs.write_bytes(Path(path), proto.SerializeToString())
+    written = runs.write_bytes(Path(path), proto.SerializeToString())
+    written.chmod(0o644)  # a model file to hand on: readable by whichever user runs it, as the web folder's files
+    return written
 
 
 def metadata(path) -> dict:
@@ -183,12 +185,14 @@ def ort_web_files(ort_web: str | os.PathLike | None = None, progressbar: object 
 
 
 # --------------------------------------------------------------------------- the web folder
-def page_html(facts: dict, views) -> str:
-    """The classifier page for a model with ``facts`` (run_facts) and ``views`` baked in."""
+def page_html(facts: dict, proto) -> str:
+    """The classifier page for the exported ``proto`` (its views and test accuracy read from its metadata,
+    so the page says what the graph's metadata says) of a run with ``facts`` (run_facts)."""
     from fmnist import images, pages
 
-    single = tuple(views) == ("identity",)
-    accuracy = facts.get("accuracy_single_view") if single else facts.get("accuracy")
+    props = {p.key: p.value for p in proto.metadata_props}
+    views = json.loads(props["views"])
+    accuracy = float(props["test_accuracy"]) if props.get("test_accuracy") else None
     constants = {
         "size": images.SIZE,
         "borderFraction": images.BORDER_FRACTION,
@@ -233,15 +237,10 @@ def to_web(run_or_model, out, views=("identity",), ort_web=None, progressbar: ob
     with runs.staged_dir(out) as stage:
         written = [runs.write_bytes(stage / ONNX_FILE, proto.SerializeToString())]
         written += [runs.write_bytes(stage / name, data) for name, data in files.items()]
-        written.append(runs.write_text(stage / PAGE_FILE, page_html(facts, proto_views(proto))))
+        written.append(runs.write_text(stage / PAGE_FILE, page_html(facts, proto)))
         for path in written:
             path.chmod(0o644)  # a static site: readable by whichever user the web server runs as
     return out
-
-
-def proto_views(proto) -> tuple[str, ...]:
-    props = {p.key: p.value for p in proto.metadata_props}
-    return tuple(json.loads(props["views"]))
 
 
 __all__ = ["ONNX_FILE", "metadata", "onnx_model", "ort_web_files", "run_facts", "to_onnx", "to_web"]

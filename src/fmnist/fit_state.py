@@ -57,6 +57,8 @@ class FitState:
         return cls(**tree)
 
 
+# Plan entries that checkpoints written before fmnist recorded them lack: those resume as matching.
+_RECORDED_LATER = ("dtype_policy",)
 _VARIABLE_KINDS = ("trainable", "non_trainable", "optimizer")
 # Keras' own callbacks whose state decides what happens later in a fit. Callbacks of fmnist's
 # own (and a user's) carry theirs with state_dict() / load_state_dict(), as in PyTorch Lightning.
@@ -81,7 +83,11 @@ def callback_state(callback: keras.callbacks.Callback) -> dict | None:
 
 def restore(model, history, callbacks, state: FitState, plan: dict) -> None:
     """Put a FitState back: variables, History, callbacks' state; a state of another fit is a ModelError."""
-    different = {k: (state.plan.get(k), v) for k, v in plan.items() if state.plan.get(k) != v}
+    different = {
+        k: (state.plan.get(k), v)
+        for k, v in plan.items()
+        if state.plan.get(k) != v and (k in state.plan or k not in _RECORDED_LATER)
+    }
     if different:
         detail = ", ".join(f"{k} {old} then, {new} now" for k, (old, new) in different.items())
         raise ModelError(f"the checkpoint is of another fit ({detail}): resume with the same data and arguments.")

@@ -12,6 +12,8 @@ BENCHMARKS.md), while inside a compiled loop of training steps the patch product
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from functools import partial
 
@@ -26,6 +28,10 @@ from fmnist.fit_state import model_state
 from fmnist.programs import _loss_fn
 
 INFER_BATCH = 1024  # the largest bucket of images one forward program takes
+# Each model's own compiled forward, held only as long as the model is: a model that is dropped (a served
+# model after a swap) takes its compiled programs with it, and no other model's are touched.
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PROGRAMS_LOCK = threading.Lock()  # the server warms a new model on one thread while another infers
 _DEFAULT_LOSS = keras.losses.sparse_categorical_crossentropy  # for models saved without compile()
 
 
@@ -34,10 +40,22 @@ def _forward(model, trainable, non_trainable, x, training=False):
     return y_pred, non_trainable
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _forward_jit(model, views, trainable, non_trainable, x):
-    """Outputs for each test-time view, stacked: (views, n, outputs). One program for all views."""
-    return jnp.stack([_forward(model, trainable, non_trainable, augment_lib.view(x, v))[0] for v in views])
+def _forward_program(model):
+    """``program(views, trainable, non_trainable, x)``: outputs for each test-time view, stacked
+    (views, n, outputs), one compiled program for all views. The program is the model's own and
+    refers to it weakly, so it lives exactly as long as the model (a jit with the model as a
+    static argument would keep every model it ever saw, and their programs, until JAX's caches are cleared)."""
+    with _PROGRAMS_LOCK:
+        program = _PROGRAMS.get(model)
+        if program is None:
+            held = weakref.ref(model)
+
+            @partial(jax.jit, static_argnums=(0,))
+            def program(views, trainable, non_trainable, x):
+                return jnp.stack([_forward(held(), trainable, non_trainable, augment_lib.view(x, v))[0] for v in views])
+
+            _PROGRAMS[model] = program
+    return program
 
 
 def _buckets(n: int, batch: int = INFER_BATCH):
@@ -54,11 +72,12 @@ def _predict_with(model, trainable, non_trainable, x: np.ndarray, views=("identi
     """(views, n, outputs) for raw images ``x``, in power-of-two buckets."""
     out = []
     views = augment_lib.check_views(views)
+    program = _forward_program(model)
     for start, stop, padded in _buckets(len(x)):
         xb = x[start:stop]
         if padded != len(xb):
             xb = np.concatenate([xb, np.zeros((padded - len(xb), *xb.shape[1:]), xb.dtype)])
-        outputs = _forward_jit(model, views, trainable, non_trainable, jnp.asarray(xb))
+        outputs = program(views, trainable, non_trainable, jnp.asarray(xb))
         out.append(np.asarray(outputs)[:, : stop - start])
     return np.concatenate(out, axis=1) if out else np.zeros((len(views), 0, 0), np.float32)
 

@@ -27,7 +27,7 @@ from fmnist.errors import ModelError
 # standardize: the smallest per-pixel std divided by (on the 0-1 scale). Border pixels are ~0 in
 # nearly every training image; dividing by their tiny std would turn one stray bright pixel of a
 # user's photo into a huge input. On validation (mlp recipe, 2 seeds) floors 0.02-0.2 all scored
-# 0.894-0.897, against 0.889 without standardising (one-off script, 2026-12-01).
+# 0.894-0.897, against 0.889 without standardising (BENCHMARKS.md, "How `mlp` was chosen").
 STD_FLOOR = 0.05
 STANDARDIZE_LAYER = "standardize"  # the Normalization layer's name in a standardizing model
 # whiten: the first conv's fixed filters are the principal directions of 3x3 patches of this many

@@ -14,7 +14,8 @@ Keras keeps images channels-last (NHWC); ONNX's Conv and MaxPool are channels-fi
 The writer tracks the layout and transposes only where it changes: before the first conv and
 before a Flatten, so the flattened order is Keras' own.
 
-A layer kind not listed in ``_LAYERS`` raises a ModelError naming it: nothing half-made is
+A layer kind not listed in ``_LAYERS``, or a layer computing in another dtype than float32 (a
+run trained with ``--precision bf16``), raises a ModelError naming it: nothing half-made is
 returned. Only ``onnx`` and numpy are needed here (no Keras import beyond the model given).
 """
 
@@ -253,6 +254,13 @@ _LAYERS = {
 def _sequential(g: _Graph, model, t: _Tensor) -> _Tensor:
     for layer in model.layers:
         kind = type(layer).__name__
+        compute = str(getattr(layer, "compute_dtype", "float32"))
+        if compute != "float32":  # a run trained with --precision bf16 (Keras' mixed_bfloat16 policy)
+            raise ModelError(
+                f"cannot export {model.name!r} to ONNX: exported graphs compute in float32; this model computes "
+                f"in {compute} (layer {layer.name!r}, trained with --precision bf16), so the graph's "
+                "probabilities would not be the run's."
+            )
         if kind not in _LAYERS:
             raise ModelError(
                 f"cannot export layer {layer.name!r} of kind {kind} to ONNX: fmnist exports "

@@ -193,7 +193,7 @@ def _make_train_step(model, loss_fn, augment=None):
 def _make_chunk(step, chunk_steps: int, out_sharding: NamedSharding | None = None):
     """One program: up to ``chunk_steps`` steps, step i on images ``x_all[idx[i]]`` weighted ``w[i]``,
     ``count[i]`` of them real. With ``idx`` None, ``x_all`` and ``y_all`` are the chunk's batches
-    already laid out ``[step, batch, ...]`` (data-parallel: see parallel.DataParallel) and step i takes row i.
+    already laid out ``[step, batch, ...]`` (data-parallel: see parallel.Placement) and step i takes row i.
 
     ``n`` (traced, so one compiled program serves every chunk) is how many steps to run:
     the epoch's last chunk runs fewer. A traced trip count needs no masking of padding
@@ -243,14 +243,18 @@ def _compiled(jitted, *example_args):
 
 
 def _placement(args) -> str:
-    """Which devices, in which order and layout, hold each argument (uncommitted ones: the default device)."""
+    """Which devices, in which order and layout, hold each argument (uncommitted ones: the default device).
+
+    A device is named by its platform and id: CPU device 0 and GPU device 0 both have id 0.
+    """
     where = []
     for leaf in jax.tree.leaves(args):
         sharding = getattr(leaf, "sharding", None)
         if isinstance(sharding, NamedSharding):
-            where.append((sharding.mesh.device_ids.tolist(), str(sharding.spec)))
+            devices = sharding.mesh.devices
+            where.append((devices.shape, [(d.platform, d.id) for d in devices.flat], str(sharding.spec)))
         elif sharding is not None:
-            where.append(sorted(d.id for d in sharding.device_set))
+            where.append(sorted((d.platform, d.id) for d in sharding.device_set))
     return repr(where)
 
 

@@ -316,7 +316,7 @@ def run_sweep(
 
 
 # --------------------------------------------------------------------------- the conclusion
-def held_out(result: SweepResult) -> str:
+def chosen_on(result: SweepResult) -> str:
     """Which images chose the best point, in words."""
     if "validation_split" in result.grid:
         return "the validation split each trial held out of its training images"
@@ -330,7 +330,7 @@ def summary(result: SweepResult) -> str:
         return "No point trained cleanly on every seed: there is no best point (see the failed trials)."
     s = best.stats
     text = (
-        f"Best point: {best.point.name} — validation accuracy {s[CHOOSE_BY].fmt()} (chosen on {held_out(result)}), "
+        f"Best point: {best.point.name} — validation accuracy {s[CHOOSE_BY].fmt()} (chosen on {chosen_on(result)}), "
         f"test accuracy {s['accuracy'].fmt()}."
     )
     runner = next((p for p in result.points[1:] if p.ok and p.stats), None)
@@ -351,8 +351,8 @@ REPORT_NAMES = ("REPORT_FILE", "RESULTS_FILE", "MAX_SERIES", "fixed_settings", "
 
 
 def __getattr__(name: str):
-    """The report's names, importable from here as well; sweep_report imports this module, so they are looked up
-    when first asked for."""
+    """The report's names, importable from here as well for callers outside fmnist (fmnist's own import
+    sweep_report); sweep_report imports this module, so they are looked up when first asked for."""
     if name in REPORT_NAMES:
         from fmnist import sweep_report
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import runs
-from fmnist.sweep import CHOOSE_BY, NUMBERS, Point, SweepResult, format_value, held_out, summary
+from fmnist.sweep import CHOOSE_BY, NUMBERS, Point, SweepResult, chosen_on, format_value, summary
 from fmnist.train import TrainConfig
 
 REPORT_FILE = "report.html"
@@ -101,7 +101,7 @@ def results_json(result: SweepResult) -> dict:
     return clean({
         "started": result.started, "seeds": result.seeds, "executor": result.executor, "workers": result.workers,
         "trials": result.trials, "trials_kept": result.kept, "wall_seconds": round(result.wall_seconds, 2),
-        "chosen_by": f"{CHOOSE_BY}: {held_out(result)}",
+        "chosen_by": f"{CHOOSE_BY}: {chosen_on(result)}",
         "grid": {k: [format_value(v) for v in vs] for k, vs in result.grid.items()},
         "base_config": result.base.to_dict(),
         "best": result.best.point.name if result.best else None,
@@ -130,7 +130,7 @@ def write_report(result: SweepResult, out: Path, command: str | None = None) -> 
         "sweep_report.html",
         setup=setup,
         command=command,
-        chosen=f"validation accuracy: the final model on {held_out(result)}. The test set is reported, never used "
+        chosen=f"validation accuracy: the final model on {chosen_on(result)}. The test set is reported, never used "
         "to choose.",
         summary=summary(result),
         head=TABLE_HEAD,

@@ -30,7 +30,7 @@ import numpy as np
 
 from fmnist import accelerator, data, engine, fit_state, parallel, plots, runs
 from fmnist._backend import keras
-from fmnist.batching import ceil_div
+from fmnist.batching import ceil_div, steps_per_epoch
 from fmnist.budget import (
     FINISH_SECONDS,
     PACE_MARGIN,
@@ -275,7 +275,7 @@ def _stage(config: TrainConfig, out: Path | None, should_stop, *, resuming: bool
 def _fit_run(config: TrainConfig, x_train, y_train, *, callbacks, **fit_kwargs):
     """Build the run's model and fit it for its epochs or steps: (model, History, its EpochTimer)."""
     x_fit = fit_images(config, x_train)
-    per_epoch = ceil_div(len(x_fit), config.batch_size)
+    per_epoch = steps_per_epoch(len(x_fit), config.batch_size)
     epochs = config.epochs if config.steps is None else ceil_div(config.steps, per_epoch)
     model = build(config, total_steps=config.steps or epochs * per_epoch, x_train=x_fit)
     timer, all_callbacks = run_callbacks(config, callbacks)

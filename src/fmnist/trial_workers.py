@@ -38,11 +38,18 @@ COMPILE_CACHE_DIR = "xla"  # JAX's persistent compilation cache, under fmnist's 
 _worker_dataset: tuple | None = None  # set in each worker process by _init_worker; None in the parent
 
 
-def _init_worker(xla_flags: str, dataset: tuple | None, data_dir: str | None) -> None:
-    """Runs first in each worker: thread settings before XLA starts, then the dataset, once."""
+def _init_worker(xla_flags: str, dataset: tuple | None, data_dir: str | None, shared: bool = False) -> None:
+    """Runs first in each worker: thread settings before XLA starts, then the dataset, once.
+
+    ``shared``: other workers share this machine. On a GPU, JAX otherwise takes 75% of its memory in
+    every process at its start, so a second worker would find too little left; each then takes
+    what it uses (no effect on the CPU). A setting of the caller's own is kept.
+    """
     global _worker_dataset
     if xla_flags and xla_flags not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
+    if shared:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from fmnist import data, engine
 
     # Seeds of one variant compile the same programs: JAX's persistent cache loads them instead.
@@ -138,10 +145,11 @@ def make_executor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(xla_flags, dataset, data_dir),
+            initargs=(xla_flags, dataset, data_dir, workers > 1),
         )
     if executor == "ray":
         # Threading comes from the task's environment; the initializer loads the data and the compile cache.
         return RayExecutor(
-            _init_worker, ("", dataset, data_dir), env=ray_env(xla_flags), address=ray_address, num_cpus=workers
-        )
+            _init_worker, ("", dataset, data_dir, workers > 1), env=ray_env(xla_flags), address=ray_address,
+            num_cpus=workers,
+        )  # fmt: skip

@@ -41,19 +41,7 @@ from fmnist.train import TrainConfig
 
 # Re-exported: importable from fmnist.trials as before they had modules of their own.
 from fmnist.trial_store import KEY_HEX, STORE_FORMAT, TRIALS_DIR, TrialStore, data_fingerprint  # noqa: F401
-from fmnist.trial_workers import (  # noqa: F401
-    COMPILE_CACHE_DIR,
-    RAY_EXTRA,
-    RAY_FORWARDED_ENV,
-    RAY_TASK_CPUS,
-    SINGLE_THREAD_XLA,
-    RayExecutor,
-    _init_worker,
-    _ray_call,
-    import_ray,
-    make_executor,
-    ray_env,
-)
+from fmnist.trial_workers import COMPILE_CACHE_DIR, SINGLE_THREAD_XLA, make_executor  # noqa: F401
 
 EXECUTORS = ("local", "ray")
 # Two workers by default: one training alone uses both cores well, and a second one at once still

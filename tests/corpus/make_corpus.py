@@ -5,7 +5,8 @@
 Four kinds, by the entry points that take them (tests/test_corpus.py runs each file through
 each): ``dataset`` files (a dataset file in a --data-dir), ``image`` files (fmnist predict,
 Predictor, fmnist.images) and ``model`` files (fmnist evaluate / predict / report, runs.load_model,
-Predictor.load), and ``request`` bodies (JSON the server's V2 and TF Serving routes read).
+Predictor.load), and ``request`` bodies (JSON the server's V2 and TF Serving routes read, with the
+headers to send them with where the entry names some).
 MANIFEST.json records each file's kind and what fmnist must do with it:
 ``error`` (the project's error, one line) or ``ok`` (a correct result). The same bytes every
 time (fixed seeds, no timestamps) except in the .keras archives, which record when they were saved.
@@ -129,14 +130,25 @@ def image_files() -> dict[str, tuple[bytes, str]]:
 
 
 # --------------------------------------------------------------------------- request bodies
-def request_files() -> dict[str, bytes]:
-    """JSON bodies nested deeper than a parser's recursion, or than any tensor: each a 400, never a 500."""
+def request_files() -> dict[str, bytes | tuple[bytes, dict[str, str]]]:
+    """JSON bodies nested deeper than a parser's recursion, or than any tensor, a number too big for a float,
+    and binary-extension headers that are not a length (some with the headers to send): each a 400, never a 500."""
     zeros = "0"
     for _ in range(200):  # 200 dimensions: more than NumPy's 64
         zeros = f"[{zeros}]"
     deep_tensor = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "UINT8", "data": "@"}]})
     deep_tensor = deep_tensor.replace('"@"', zeros)
+    huge = "9" * 400  # a JSON integer no float holds: float() raises OverflowError
+    huge_number = json.dumps(
+        {"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "UINT8", "data": "@"}], "instances": "@"}
+    ).replace('"@"', f"[{huge}]")  # fmt: skip (V2 and TF Serving alike)
+    binary = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "UINT8",
+                                     "parameters": {"binary_data_size": 784}}]}).encode() + bytes(784)  # fmt: skip
+    header = "Inference-Header-Content-Length"
     return {
+        "huge-integer.json": huge_number.encode(),
+        "binary-header-superscript.bin": (binary, {header: "\u00b2"}),  # "²": str.isdigit() says yes, int() no
+        "binary-header-5000-digits.bin": (binary, {header: "1" * 5000}),  # over int()'s 4,300 digits
         "nested-arrays-1000.json": b"[" * 1000 + b"]" * 1000,  # 2 kB: json.loads raises RecursionError
         "nested-arrays-100000.json": b"[" * 100_000 + b"]" * 100_000,
         "nested-objects-1000.json": b'{"a":' * 1000 + b"1" + b"}" * 1000,
@@ -182,7 +194,8 @@ def main() -> int:
         manifest[name] = {"kind": "image", "expect": expect}
         (FILES_DIR / name).write_bytes(data)
     for name, data in request_files().items():
-        manifest[name] = {"kind": "request", "expect": "error"}
+        data, headers = data if isinstance(data, tuple) else (data, None)
+        manifest[name] = {"kind": "request", "expect": "error", **({"headers": headers} if headers else {})}
         (FILES_DIR / name).write_bytes(data)
     for name, data in model_files().items():
         manifest[name] = {"kind": "model", "expect": "error"}

@@ -139,21 +139,23 @@ def experiment(
 
 # --------------------------------------------------------------------------- sweeps
 NOT_FIXED_BY_SWEEP = {  # train flags a sweep replaces or cannot take
-    "seed": "use --seeds N",
     "out_dir": "it has its own --out",
-    "devices": "each trial trains on one device (--workers or Ray spread the trials)",
     "resume": "a sweep continues from its .trials/ by itself: run the same command again",
 }
+SWEEP_DECIDES = ("seed", "devices", "platform")  # train flags a grid may not vary either: sweep.NOT_SWEPT says why
 
 
 def _fixed_flags(args: list[str]):
     """`fmnist train` flags given to `fmnist sweep` -> the TrainConfig every trial starts from."""
+    from fmnist.sweep import NOT_SWEPT
+
     train_command = typer.main.get_command(app).get_command(None, "train")
     params = train_command.make_context("fmnist sweep", list(args)).params
     defaults = {p.name: p.default for p in train_command.params}
-    for name, instead in NOT_FIXED_BY_SWEEP.items():
+    refused = NOT_FIXED_BY_SWEEP | {field: NOT_SWEPT[field] for field in SWEEP_DECIDES}
+    for name, instead in refused.items():
         if name in defaults and params.get(name) != defaults[name]:
-            raise FmnistError(f"a sweep does not take --{name.split('_')[0]}: {instead}.")
+            raise FmnistError(f"a sweep does not take --{name.split('_')[0]} ({instead}).")
     return train_config(params)  # as `fmnist train` maps them
 
 
@@ -184,13 +186,12 @@ def sweep(
     from rich.markup import escape
 
     from fmnist import sweep as sw
+    from fmnist import sweep_report
 
     grid = sw.parse_grid(sets or [])
     if seeds < 1:
         raise FmnistError(f"--seeds must be at least 1, got {seeds}.")
     base = sw.sweep_base(_fixed_flags(ctx.args), grid)
-    if base.platform is not None:
-        raise FmnistError("--platform is fmnist train's: a sweep's trials train on the best device there is.")
     for p in sw.points(grid):  # a value the config rejects is an error now, not a failed trial later
         p.config(base, 0)
     workers = sw.DEFAULT_WORKERS if workers is None else workers
@@ -209,9 +210,10 @@ def sweep(
             progress=bar, dataset=dataset if in_process or executor is Executor.ray else None,
             data_dir=base.data_dir, store=store,
         )  # fmt: skip
-    paths = sw.write_report(result, out_dir, command=command)
-    table = Table(*(Column(h) if h == "point" else Column(h, justify="right", no_wrap=True) for h in sw.TABLE_HEAD))
-    for row in sw.table_rows(result):
+    paths = sweep_report.write_report(result, out_dir, command=command)
+    head = sweep_report.TABLE_HEAD
+    table = Table(*(Column(h) if h == "point" else Column(h, justify="right", no_wrap=True) for h in head))
+    for row in sweep_report.table_rows(result):
         best = result.best is not None and row[0] == "1"
         table.add_row(*map(escape, row), style="bold green" if best else "red" if "failed" in row[-1] else None)
     out.print(table)

@@ -91,8 +91,8 @@ PARAM_NAMES = {"train_limit": "limit"}
 # Flags whose text is not the field's value: the type the flag takes, and its parser to the field's value.
 PARSERS = {"time_budget": (str, parse_duration)}
 OPTION_ARGS = {"devices": {"min": 1}}  # more for typer.Option
-# The help page's order: what to build, then how to train it. A field not named here follows the others
-# of its dataclass.
+# The help page's order: what to build, then how to train it. A field not named here simply goes last
+# (after the others of its dataclass), so adding a setting need not touch this list.
 HELP_ORDER = (
     "hidden", "activation", "arch", "conv_filters", "conv_strides", "conv_repeats", "pool_first", "whiten", "dropout",
     "members", "normalize", "standardize",
@@ -214,10 +214,10 @@ def train(
 ) -> None:
     """Train a model (default: the tutorial's), evaluate it on the test set, and save the run with its report.
 
-    A training checkpoints at epoch ends (at most every 2 s): after a crash or kill, `fmnist train --resume RUN` continues it to the same result, on either platform (`--platform` may go beside `--resume`). Ctrl-C (or SIGTERM) stops within one compiled chunk and saves a checkpoint there.
+    A training checkpoints at epoch ends (at most every few seconds): after a crash or kill, `fmnist train --resume RUN` continues it to the same result, on either platform (`--platform` may go beside `--resume`). Ctrl-C (or SIGTERM) stops within one compiled chunk and saves a checkpoint there.
     """  # noqa: E501 (one paragraph: Typer keeps line breaks)
     started = time.perf_counter()
-    from fmnist import accelerator, parallel, report
+    from fmnist import accelerator, fitting, parallel, report
     from fmnist import train as train_mod
     from fmnist.errors import RunError
 
@@ -259,9 +259,7 @@ def train(
     out.print(
         f"{doing}{named}{config.model.describe()} for {length}, batch {config.batch_size}, seed {config.seed}{where}"
     )
-    out.print(
-        f"device: {accelerator.describe(kind)}, precision {config.precision or accelerator.choices(kind).precision}"
-    )
+    out.print(f"device: {accelerator.describe(kind)}, precision {fitting.train_precision(config)}")
     # Epochs that this fit does not train itself: a resumed run's, or a time budget's probe that spanned whole epochs.
     earlier = "before the interruption" if resume is not None else "the time budget's probe, timed to plan the steps"
     job = {"callbacks": [_progress_callback(earlier)], "dataset": dataset, "started": started}

@@ -48,11 +48,11 @@ def create_app(run_or_model: str | Path, config: ServeConfig | None = None, on_l
         await service.start()
         if on_loaded is not None:
             service.on_loaded(on_loaded)
-        async with lifecycle.beside(app, service, config, on_loaded):
-            try:
+        try:
+            async with lifecycle.beside(app, service, config, on_loaded):
                 yield
-            finally:
-                service.close()
+        finally:  # after gRPC has stopped: its calls in flight still need the inference thread
+            service.close()
 
     app = FastAPI(title="fmnist", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)  # fmt: skip
@@ -61,6 +61,7 @@ def create_app(run_or_model: str | Path, config: ServeConfig | None = None, on_l
     error_handlers(app)
     for router in (*ROUTERS, docs.router) if config.docs else ROUTERS:
         app.include_router(router)
+    app.state.begin_shutdown = None  # set while gRPC runs: stops it taking new calls (server.uvicorn_server)
     # Outermost last: counts see every answer, CORS headers go on refusals too, the key is checked before the body.
     app.add_middleware(LimitBody, limit=config.max_upload_bytes)
     app.add_middleware(RequireApiKey, api_key=config.api_key)

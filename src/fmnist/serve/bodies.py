@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import numpy as np
 from fastapi import Request
@@ -35,7 +36,8 @@ async def parsed_json(request: Request, parse, *args, binary: bool = False):
     raw = await request.body()
     split = None
     if header is not None:
-        split = int(header) if header.strip().isdigit() else -1
+        digits = re.fullmatch(rf"[0-9]{{1,{protocols.BINARY_HEADER_DIGITS}}}", header.strip())
+        split = int(digits[0]) if digits else -1  # ASCII digits only: str.isdigit() also takes "²"
         if not 0 < split <= len(raw):
             raise RequestError(f"{protocols.BINARY_HEADER} must be the JSON header's length in bytes, got {header!r}.")
 

@@ -14,16 +14,16 @@ KEY``; liveness and readiness stay open, as ``/v2/health/*`` do.
 from __future__ import annotations
 
 import functools
-import hmac
-import struct
 
 import numpy as np
 
 from fmnist import __version__
 from fmnist.serve import protocols
 from fmnist.serve.config import ServeConfig
+from fmnist.serve.middleware import key_refusal
 from fmnist.serve.model import PLATFORM
 from fmnist.serve.protocols import RequestError
+from fmnist.serve.routes.common import model_named
 from fmnist.serve.server import ServeError
 
 try:
@@ -46,12 +46,11 @@ async def start(service, config: ServeConfig):
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Inference(service, config), server)
     host = f"[{config.host}]" if ":" in config.host else config.host
     try:
-        port = server.add_insecure_port(f"{host}:{config.grpc_port}")
-    except RuntimeError as e:
-        port = 0
-        reason = e
+        port, reason = server.add_insecure_port(f"{host}:{config.grpc_port}"), "the address is taken"
+    except RuntimeError as e:  # grpc's own words (an unknown host, a port it cannot bind)
+        port, reason = 0, str(e).split(";")[0] or type(e).__name__
     if not port:
-        raise ServeError(f"cannot listen for gRPC on {config.host}:{config.grpc_port} ({reason if port else 'taken'}): "
+        raise ServeError(f"cannot listen for gRPC on {config.host}:{config.grpc_port} ({reason}): "
                          "pick another --grpc-port.")  # fmt: skip
     await server.start()
     return server, port
@@ -65,7 +64,9 @@ def answering(open_: bool = False):
         async def rpc(self, request, context):
             try:
                 if not open_:
-                    self.check_key(context)
+                    refusal = key_refusal(dict(context.invocation_metadata()).get("authorization", ""), self.key)
+                    if refusal is not None:
+                        raise RequestError(refusal, 401)
                 return await method(self, request, context)
             except RequestError as e:
                 await context.abort(CODES.get(e.status, grpc.StatusCode.INTERNAL), str(e))
@@ -80,20 +81,6 @@ class Inference(pb_grpc.GRPCInferenceServiceServicer):
         self.service, self.config = service, config
         self.key = (config.api_key or "").encode()
 
-    def check_key(self, context) -> None:
-        if not self.key:
-            return
-        header = dict(context.invocation_metadata()).get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
-            reason = "a wrong API key" if header else "no API key"
-            raise RequestError(f"this server needs an API key and the request has {reason}: send metadata "
-                               "'authorization: Bearer KEY'.", 401)  # fmt: skip
-
-    def model_named(self, name: str) -> None:
-        if not self.service.knows(name):
-            raise RequestError(f"no model named {name!r}: this server serves {self.service.name!r} (or 'fmnist').", 404)
-
     @answering(open_=True)
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
@@ -104,7 +91,7 @@ class Inference(pb_grpc.GRPCInferenceServiceServicer):
 
     @answering()
     async def ModelReady(self, request, context):
-        self.model_named(request.name)
+        model_named(self.service, request.name)
         return pb.ModelReadyResponse(ready=self.service.ready)
 
     @answering()
@@ -114,7 +101,7 @@ class Inference(pb_grpc.GRPCInferenceServiceServicer):
 
     @answering()
     async def ModelMetadata(self, request, context):
-        self.model_named(request.name)
+        model_named(self.service, request.name)
         meta = protocols.v2_model_metadata(self.service.name, self.service.input_name, PLATFORM, self.service.version)
         tensors = {
             key: [pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta[key]] for key in ("inputs", "outputs")
@@ -123,7 +110,7 @@ class Inference(pb_grpc.GRPCInferenceServiceServicer):
 
     @answering()
     async def ModelInfer(self, request, context):
-        self.model_named(request.model_name)
+        model_named(self.service, request.model_name)
         body, raw = as_json(request)
         asked = protocols.v2_parse_infer(body, self.service.input_name, self.config.max_batch, raw=raw)
         probs, version = await self.service.infer(asked.pixels)
@@ -136,7 +123,11 @@ def _value(p) -> object:
 
 def as_json(request) -> tuple[dict, bytes | None]:
     """A ModelInferRequest as the REST request's dict (and its raw input bytes), for ``v2_parse_infer``."""
-    raw = request.raw_input_contents[0] if request.raw_input_contents else None
+    sent = len(request.raw_input_contents)
+    if sent and sent != len(request.inputs):  # KServe: one raw_input_contents entry per input, or none at all
+        raise RequestError(f"raw_input_contents holds {sent} tensors for {len(request.inputs)} inputs: "
+                           "send exactly one per input (or the values in contents).")  # fmt: skip
+    raw = request.raw_input_contents[0] if sent else None
     inputs = []
     for tensor in request.inputs:
         entry = {"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype}
@@ -159,9 +150,8 @@ def infer_response(name: str, asked, probs: np.ndarray, version: str):
         output = pb.ModelInferResponse.InferOutputTensor(name=protocols.OUTPUT_NAME, datatype="FP32", shape=probs.shape)
         raw = np.ascontiguousarray(probs, "<f4").tobytes()
     else:
-        labels = [s.encode() for s in protocols.top_k_labels(probs, asked.k)]
         output = pb.ModelInferResponse.InferOutputTensor(name=protocols.OUTPUT_NAME, datatype="BYTES",
                                                          shape=[len(probs), asked.k])  # fmt: skip
-        raw = b"".join(struct.pack("<I", len(b)) + b for b in labels)
+        raw = protocols.bytes_tensor(protocols.top_k_labels(probs, asked.k))
     return pb.ModelInferResponse(model_name=name, model_version=version, id=asked.id or "", outputs=[output],
                                  raw_output_contents=[raw])  # fmt: skip

@@ -41,7 +41,7 @@ async def watch(service, on_loaded=None, every: float = WATCH_SECONDS) -> None:
     while True:
         await asyncio.sleep(every)
         now = signature(service.path)
-        if now is None or now == seen or not service.ready:
+        if now is None or now == seen:  # a server whose first load failed is mended by a good run too
             continue
         seen = now
         try:
@@ -49,6 +49,8 @@ async def watch(service, on_loaded=None, every: float = WATCH_SECONDS) -> None:
             reason = None
         except FmnistError as e:  # a damaged new run: the old model keeps serving
             reason = str(e)
+        except Exception as e:  # anything else is said too, and the watch goes on
+            reason = f"the model could not be loaded again ({type(e).__name__}: {e})"
         if on_loaded is not None:
             on_loaded(reason)
 
@@ -56,17 +58,25 @@ async def watch(service, on_loaded=None, every: float = WATCH_SECONDS) -> None:
 @contextlib.asynccontextmanager
 async def beside(app, service, config: ServeConfig, on_loaded=None) -> AsyncIterator[None]:
     """Start the gRPC server (``config.grpc_port``) and the watcher (``config.watch``); stop both on exit,
-    letting RPCs in flight finish."""
-    grpc = None
+    letting RPCs in flight finish. ``app.state.begin_shutdown()`` stops gRPC taking new calls as soon as
+    shutdown begins (while HTTP drains); exiting waits until the calls in flight are answered."""
+    stopping: asyncio.Task | None = None
     if config.grpc_port is not None:
         from fmnist.serve import grpc_server
 
         grpc, app.state.grpc_port = await grpc_server.start(service, config)
+
+        def begin_shutdown() -> asyncio.Task:
+            nonlocal stopping
+            stopping = stopping or asyncio.ensure_future(grpc.stop(GRPC_GRACE_SECONDS))
+            return stopping
+
+        app.state.begin_shutdown = begin_shutdown
     watcher = asyncio.create_task(watch(service, on_loaded)) if config.watch else None
     try:
         yield
     finally:
         if watcher is not None:
             watcher.cancel()
-        if grpc is not None:
-            await grpc.stop(GRPC_GRACE_SECONDS)
+        if config.grpc_port is not None:
+            await app.state.begin_shutdown()

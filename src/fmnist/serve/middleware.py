@@ -15,6 +15,20 @@ OPEN_PATHS = frozenset({"/", "/favicon.ico", "/v2/health/live", "/v2/health/read
 OPEN_PREFIXES = ("/docs/",)  # no API key needed: the page, health checks, the API's description
 
 
+def key_refusal(authorization: str | bytes, key: bytes) -> str | None:
+    """Why a request's ``Authorization`` value (HTTP header or gRPC metadata) does not carry ``key``
+    as ``Bearer <key>``: the 401's message, the same over REST and gRPC; None when it does or no key is set."""
+    if not key:
+        return None
+    header = authorization.encode("latin-1", "replace") if isinstance(authorization, str) else authorization
+    scheme, _, token = header.partition(b" ")
+    if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key):
+        return None
+    reason = "a wrong API key" if header else "no API key"
+    return (f"this server needs an API key and the request has {reason}: send 'Authorization: Bearer KEY' "
+            "(gRPC: metadata 'authorization: Bearer KEY').")  # fmt: skip
+
+
 async def send_error(send, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     """A complete ``{"error": message}`` JSON response, straight onto the ASGI ``send``."""
     body = json.dumps({"error": message}).encode()
@@ -57,12 +71,9 @@ class RequireApiKey:
         path = scope.get("path", "")
         if not self.key or scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+        message = key_refusal(dict(scope["headers"]).get(b"authorization", b""), self.key)
+        if message is not None:
             challenge = ((b"www-authenticate", b'Bearer realm="fmnist"'),)
-            reason = "a wrong API key" if header else "no API key"
-            message = f"this server needs an API key and the request has {reason}: send 'Authorization: Bearer KEY'."
             return await send_error(send, 401, message, challenge)
         return await self.app(scope, receive, send)
 

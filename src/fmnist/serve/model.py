@@ -13,9 +13,9 @@ requests share passes. A queue over ``max_queue`` images answers 503 (overloaded
 
 A reload loads and warms the new model on a loader thread while the old one keeps answering,
 then swaps it in at once. Each queued request keeps the model it arrived under, so requests in
-flight finish on the old model; when the last has, the old model is released (JAX's compiled
-programs hold the model they were traced for, so its caches are cleared and the new model
-warmed again on the inference thread).
+flight finish on the old model; when the last has, the server lets go of the old model, and its
+compiled programs go with it (each model has its own: ``fmnist.inference``), while the new
+model's, compiled by the warm-up, stay: the first request after a swap compiles nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ PLATFORM = "keras_jax"  # V2 metadata's "platform"
 
 
 @dataclass(eq=False)
-class Loaded:
+class ServedModel:
     """One loaded, warm model and the version the server calls it (1, then one more per reload)."""
 
     predictor: object  # fmnist.predict.Predictor
@@ -60,21 +60,21 @@ class Loaded:
 class InferenceQueue:
     """Pixels from many requests -> forward passes on one thread, batched when requests overlap."""
 
-    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], executor: ThreadPoolExecutor, config: ServeConfig):
-        self._forward, self._executor = forward, executor
+    def __init__(self, executor: ThreadPoolExecutor, config: ServeConfig):
+        self._executor = executor
         self._max_batch = config.max_batch if config.batch_requests else 1
         self._max_queue = config.max_queue
         self._pending: deque[tuple[np.ndarray, Callable, asyncio.Future]] = deque()
         self._queued = 0  # images waiting
         self._worker: asyncio.Task | None = None
 
-    async def submit(self, pixels: np.ndarray, forward: Callable | None = None) -> np.ndarray:
-        """Probabilities for ``pixels`` once a pass of ``forward`` (the queue's own when None) has computed
-        them; 503 when too much is waiting. Requests share a pass only with requests for the same forward."""
+    async def submit(self, pixels: np.ndarray, forward: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Probabilities for ``pixels`` once a pass of ``forward`` has computed them; 503 when too much
+        is waiting. Requests share a pass only with requests for the same forward."""
         if self._queued and self._queued + len(pixels) > self._max_queue:
             raise RequestError(f"overloaded: {self._queued} images are waiting for the model; retry shortly.", 503)
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((pixels, forward or self._forward, future))
+        self._pending.append((pixels, forward, future))
         self._queued += len(pixels)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
@@ -121,21 +121,17 @@ class ModelService:
         run_dir = runs.run_dir_of(self.path)
         self.name = run_dir.name if run_dir is not None else runs.resolve_model_path(self.path).stem
         self.facts = _facts(run_dir)
-        self.current: Loaded | None = None
+        self.current: ServedModel | None = None
         self.error: str | None = None  # why loading failed, if it did
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="fmnist-inference")
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="fmnist-loader")  # reloads, beside inference
-        self.queue = InferenceQueue(lambda pixels: self._forward(self.current, pixels), self._executor, config)
+        self.queue = InferenceQueue(self._executor, config)
         self._loading: asyncio.Future | None = None
         self._reloading: asyncio.Lock | None = None
 
     @property
     def ready(self) -> bool:
         return self.current is not None
-
-    @property
-    def predictor(self):
-        return None if self.current is None else self.current.predictor
 
     @property
     def input_name(self) -> str:
@@ -151,7 +147,7 @@ class ModelService:
         self._loading.add_done_callback(self._loaded)
 
     def _loaded(self, future: asyncio.Future) -> None:
-        if future.cancelled():
+        if future.cancelled() or self.current is not None:  # a reload finished first: its model is the newer
             return
         if future.exception() is not None:
             self.error = str(future.exception())
@@ -168,14 +164,14 @@ class ModelService:
 
         self._loading.add_done_callback(done)
 
-    def _load(self) -> Loaded:
+    def _load(self) -> ServedModel:
         """Load the model and warm it up (see _warm)."""
         from fmnist.predict import Predictor
 
         predictor = Predictor.load(self.path)
         self._warm(predictor)
         name = predictor.model.inputs[0].name if predictor.model.inputs else "pixels"
-        loaded = Loaded(predictor, 1, name)
+        loaded = ServedModel(predictor, 1, name)
         loaded.forward = partial(self._forward, loaded)
         return loaded
 
@@ -188,7 +184,7 @@ class ModelService:
                 break
             size *= 2
 
-    def _forward(self, model: Loaded, pixels: np.ndarray) -> np.ndarray:
+    def _forward(self, model: ServedModel, pixels: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
         probs = model.predictor.probabilities(pixels)
         if self.telemetry is not None:
@@ -220,35 +216,27 @@ class ModelService:
         ``RequestError`` (400) if the new model cannot be loaded (the old one keeps serving)."""
         self._reloading = self._reloading or asyncio.Lock()
         async with self._reloading:
-            loop = asyncio.get_running_loop()
-            old = self.current
-            version = (old.version if old is not None else 0) + 1
             try:
-                new = await loop.run_in_executor(self._loader, self._load)
+                new = await asyncio.get_running_loop().run_in_executor(self._loader, self._load)
             except FmnistError as e:
                 raise RequestError(f"the model could not be loaded again: {e}") from e
+            old = self.current  # read after the load: the first load may have finished meanwhile
+            version = (old.version if old is not None else 0) + 1
             new.version = version
             self.current, self.error = new, None  # the swap: requests from now on queue for the new model
             self.facts = _facts(runs.run_dir_of(self.path))
             if old is not None:
-                await self._release(old, new)
+                await self._release(old)
             return str(version)
 
-    async def _release(self, old: Loaded, new: Loaded) -> None:
-        """Wait for ``old``'s last request, then drop every compiled program (they hold the model they
-        were traced for) and warm ``new`` again, on the inference thread, so nothing else holds ``old``."""
+    @staticmethod
+    async def _release(old: ServedModel) -> None:
+        """Wait for ``old``'s last request, then let go of it: nothing else holds its model, so the model
+        and its compiled programs are freed (no other model's programs are touched)."""
         if old.in_flight:
             old.idle = asyncio.Event()
             await old.idle.wait()
         old.predictor = old.forward = None
-
-        def forget_and_warm():
-            import jax
-
-            jax.clear_caches()
-            self._warm(new.predictor)
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, forget_and_warm)
 
     def not_ready_message(self) -> str:
         if self.error:

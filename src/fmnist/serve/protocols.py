@@ -27,6 +27,7 @@ V2_DATATYPES = {"UINT8": 255.0, "FP32": 1.0}  # datatype -> its largest level (F
 OUTPUT_NAME = "probabilities"
 CLASSIFICATION = "classification"  # the V2 classification extension's parameter
 BINARY_HEADER = "Inference-Header-Content-Length"  # the V2 binary tensor extension: JSON bytes before the tensors
+BINARY_HEADER_DIGITS = 10  # the longest Inference-Header-Content-Length taken (a body is far shorter than 10 GB)
 BINARY_DTYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}  # how each datatype is laid out in binary
 
 
@@ -55,7 +56,7 @@ def to_pixels(data, shape: list[int] | None, datatype: str, max_batch: int) -> n
     else:
         try:
             a = np.asarray(data, dtype=np.float64)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:  # OverflowError: an integer too big for a float
             raise RequestError(f"the tensor data is not a regular array of numbers ({e}).") from e
     if shape is None:
         shape = list(a.shape)
@@ -184,13 +185,15 @@ def v2_binary_response(response: dict) -> tuple[bytes, int]:
     the header's length for ``Inference-Header-Content-Length``). BYTES elements carry a 4-byte length."""
     output = dict(response["outputs"][0])
     data = output.pop("data")
-    if output["datatype"] == "FP32":
-        raw = np.asarray(data, "<f4").tobytes()
-    else:
-        raw = b"".join(struct.pack("<I", len(b)) + b for b in (s.encode() for s in data))
+    raw = np.asarray(data, "<f4").tobytes() if output["datatype"] == "FP32" else bytes_tensor(data)
     output["parameters"] = {"binary_data_size": len(raw)}
     header = json.dumps({**response, "outputs": [output]}).encode()
     return header + raw, len(header)
+
+
+def bytes_tensor(strings: list[str]) -> bytes:
+    """A BYTES tensor's raw form (binary extension and gRPC alike): each element's 4-byte length, then its bytes."""
+    return b"".join(struct.pack("<I", len(b)) + b for b in (s.encode() for s in strings))
 
 
 # --------------------------------------------------------------------------- TensorFlow Serving REST
@@ -223,7 +226,7 @@ def _instance(x, input_name: str, i: int):
             raise RequestError(f"instance {i}: b64 is not valid base64 ({e}).") from e
     try:
         a = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise RequestError(f"instance {i} is not a regular array of numbers ({e}).") from e
     if a.shape not in V2_SHAPES:
         raise RequestError(f"instance {i} has shape {list(a.shape)}: send 28×28 (or 28×28×1, or 784) levels 0–255.")

@@ -52,13 +52,21 @@ def url(sock: socket.socket) -> str:
 
 
 def uvicorn_server(app, log_level: str = "warning"):
-    """A uvicorn Server for ``app`` (run it with ``.run(sockets=[sock])``; stop it with ``.should_exit = True``)."""
+    """A uvicorn Server for ``app`` (run it with ``.run(sockets=[sock])``; stop it with ``.should_exit = True``).
+    When it begins to shut down, the app's ``begin_shutdown`` (gRPC, if it runs) stops taking calls too."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            begin = getattr(getattr(app, "state", None), "begin_shutdown", None)
+            if begin is not None:
+                begin()  # gRPC stops taking new calls now and finishes its own beside HTTP's drain
+            await super().shutdown(sockets=sockets)
 
     config = uvicorn.Config(
         app, log_level=log_level, access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS
     )
-    return uvicorn.Server(config)
+    return Server(config)
 
 
 def run(app, sock: socket.socket, log_level: str = "warning") -> None:

@@ -1,12 +1,14 @@
-"""For people: the page at ``/`` (``templates/serve.html``) and the ``/api/classify`` it calls with a photo."""
+"""For people: the page at ``/`` (``templates/serve.html``), its ``/favicon.ico``, and the ``/api/classify`` it
+calls with a photo."""
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from fmnist.data import NUM_CLASSES
@@ -37,6 +39,12 @@ async def page(service: Service, config: Config):
 
     return pages.render("serve.html", name=service.name, facts=service.facts, needs_key=bool(config.api_key),
                         max_upload_mb=config.max_upload_mb, top_k=PAGE_TOP_K, docs=config.docs)  # fmt: skip
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon():  # asked for by every browser on every page, /docs included
+    data = (resources.files("fmnist") / "templates" / "favicon.svg").read_bytes()
+    return Response(data, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.post(

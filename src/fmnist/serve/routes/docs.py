@@ -1,6 +1,6 @@
 """The API described: ``/openapi.json`` (OpenAPI 3.1, generated from ``schemas``' models), ``/docs``
 (Swagger UI, its script and stylesheet served from this machine: the ``fastapi-offline`` package
-ships them), and ``/favicon.ico``. Open like the page; ``--no-docs`` leaves the router out."""
+ships them). Open like the page; ``--no-docs`` leaves the router out."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ router = APIRouter(include_in_schema=False)
 
 
 def document(app: FastAPI) -> dict:
-    """The OpenAPI document: FastAPI's, with the request models that routes read themselves, and
-    without the 422 FastAPI adds for parameters (this server answers those with 400 and the error body)."""
+    """The OpenAPI document: FastAPI's, with the request models that routes read themselves, the 413
+    that the body limit answers on every route (a GET with a body too), and without the 422 FastAPI
+    adds for parameters (this server answers those with 400 and the error body)."""
     if getattr(app.state, "openapi", None) is None:
         doc = get_openapi(title="fmnist", version=__version__, description=DESCRIPTION, routes=app.routes)
         components = doc.setdefault("components", {}).setdefault("schemas", {})
@@ -37,9 +38,13 @@ def document(app: FastAPI) -> dict:
             components[model.__name__] = schema
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        error_body = {"schema": {"$ref": f"#/components/schemas/{schemas.ErrorBody.__name__}"}}
+        too_large = {"description": schemas.ERROR_WHY[413], "content": {"application/json": error_body}}
         for path in doc["paths"].values():
             for operation in path.values():
-                operation.get("responses", {}).pop("422", None)
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                responses.setdefault("413", too_large)  # the body limit (middleware) answers on every route
         app.state.openapi = doc
     return app.state.openapi
 
@@ -66,9 +71,3 @@ async def docs_asset(asset: str):
         raise RequestError(f"no docs asset {asset!r}: /docs loads {', '.join(ASSETS)}.", 404)
     data = (resources.files("fastapi_offline") / "static" / asset).read_bytes()
     return Response(data, media_type=ASSETS[asset], headers={"Cache-Control": "public, max-age=86400"})
-
-
-@router.get("/favicon.ico")
-async def favicon():
-    data = (resources.files("fmnist") / "templates" / "favicon.svg").read_bytes()
-    return Response(data, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})

@@ -22,6 +22,7 @@ from conftest import run_cli
 from fmnist.data import CLASS_NAMES
 from test_report import CHROMIUM, CHROMIUM_ARGS, _chromium_or_skip
 from test_serve import photo
+from test_serve_page import draw_a_stroke
 
 if not os.environ.get("CI"):  # installed by the test extra: missing is a failure there
     pytest.importorskip("onnx")
@@ -99,12 +100,7 @@ def test_photo_and_drawing_classified_in_chromium(site, seed_run, dataset, tmp_p
             refused = result.inner_text()
 
             page.get_by_role("button", name="Clear").click()
-            box = page.locator("#canvas").bounding_box()
-            page.mouse.move(box["x"] + 90, box["y"] + 40)
-            page.mouse.down()
-            for x, y in ((100, 250), (140, 250), (140, 60), (180, 60), (180, 250), (200, 250)):
-                page.mouse.move(box["x"] + x, box["y"] + y, steps=8)
-            page.mouse.up()  # a stroke ends: the drawing is classified
+            draw_a_stroke(page)  # a stroke ends: the drawing is classified
             result.filter(has_text="sure").wait_for(timeout=RESULT_SECONDS * 1000)
             drawn = result.inner_text()
 

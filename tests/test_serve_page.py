@@ -21,6 +21,16 @@ RESULT_SECONDS = 30  # a prediction must appear within this (the first one on a 
 URL = re.compile(r"\b(?:https?|ftp)://|//[a-z0-9.-]+\.[a-z]{2,}/", re.IGNORECASE)
 
 
+def draw_a_stroke(page) -> None:
+    """One stroke on the page's canvas, light on black (the page classifies a drawing when a stroke ends)."""
+    box = page.locator("#canvas").bounding_box()
+    page.mouse.move(box["x"] + 90, box["y"] + 40)
+    page.mouse.down()
+    for x, y in ((100, 250), (140, 250), (140, 60), (180, 60), (180, 250), (200, 250)):
+        page.mouse.move(box["x"] + x, box["y"] + y, steps=8)
+    page.mouse.up()
+
+
 def test_page_is_self_contained_and_accessible(live_server):
     page = httpx.get(live_server.url)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -58,12 +68,7 @@ def test_upload_and_draw_in_chromium(live_server, dataset, tmp_path):
             track = page.locator("#bars .track").first.bounding_box()["width"]
 
             page.get_by_role("button", name="Clear").click()
-            box = page.locator("#canvas").bounding_box()
-            page.mouse.move(box["x"] + 90, box["y"] + 40)
-            page.mouse.down()
-            for x, y in ((100, 250), (140, 250), (140, 60), (180, 60), (180, 250), (200, 250)):
-                page.mouse.move(box["x"] + x, box["y"] + y, steps=8)
-            page.mouse.up()  # a stroke ends: the drawing is classified
+            draw_a_stroke(page)  # a stroke ends: the drawing is classified
             result.filter(has_text="sure").wait_for(timeout=RESULT_SECONDS * 1000)
             drawn = result.inner_text()
         finally:
